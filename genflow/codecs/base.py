@@ -1,0 +1,50 @@
+"""The codec contract every downstream part of genflow relies on.
+
+A codec maps mono waveforms at ``sample_rate`` to latent sequences at ``frame_rate`` and back:
+
+    encode(audio: (B, N), attention_mask: (B, N) | None) -> latent (B, T, latent_dim)
+    decode(latent: (B, T, latent_dim))                    -> audio  (B, N')
+
+Training, sampling and enhancement only use this contract, so a new codec (a VAE, say) plugs in
+without touching them. Codecs are frozen ``nn.Module``s: move them with ``.to(device)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Codec(nn.Module):
+    """Base class: a frozen waveform <-> latent codec."""
+
+    #: samples per second of the waveforms this codec reads and writes
+    sample_rate: int
+    #: latent frames per second
+    frame_rate: float
+    #: channels of one latent frame
+    latent_dim: int
+
+    @property
+    def hop_length(self) -> int:
+        """Waveform samples per latent frame."""
+        return round(self.sample_rate / self.frame_rate)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Latent frames that ``encode`` returns for ``num_samples`` samples."""
+        raise NotImplementedError
+
+    def encode(self, audio: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N) waveform at ``sample_rate`` -> (B, T, latent_dim) latent."""
+        raise NotImplementedError
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, T, latent_dim) latent -> (B, N') waveform at ``sample_rate``."""
+        raise NotImplementedError
+
+    def freeze(self) -> Codec:
+        """Eval mode, no gradients: codecs are never trained by genflow."""
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
