@@ -68,8 +68,14 @@ def _tiny_t5(max_length: int) -> TextEncoder:
 
     tokenizer = ByT5Tokenizer()
     config = T5Config(
-        vocab_size=len(tokenizer), d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
-        dropout_rate=0.0, feed_forward_proj="gated-gelu",
+        vocab_size=len(tokenizer),
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_heads=4,
+        dropout_rate=0.0,
+        feed_forward_proj="gated-gelu",
     )
     with torch.random.fork_rng(devices=[]):  # same weights on every call, global RNG untouched
         torch.manual_seed(0)

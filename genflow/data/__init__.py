@@ -1,0 +1,22 @@
+"""Data: JSONL manifests + validation, the latent cache, datasets, and batching with masks."""
+
+from genflow.data.batching import LengthBucketSampler, collate
+from genflow.data.cache import LatentCache, build_latent_cache, codec_signature
+from genflow.data.datasets import SpeechPairDataset, TextAudioDataset, active_power, mix_at_snr
+from genflow.data.manifest import ValidationReport, read_manifest, validate_manifest, write_manifest
+
+__all__ = [
+    "LatentCache",
+    "LengthBucketSampler",
+    "SpeechPairDataset",
+    "TextAudioDataset",
+    "ValidationReport",
+    "active_power",
+    "build_latent_cache",
+    "codec_signature",
+    "collate",
+    "mix_at_snr",
+    "read_manifest",
+    "validate_manifest",
+    "write_manifest",
+]

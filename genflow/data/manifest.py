@@ -1,0 +1,165 @@
+"""JSONL manifests and the validation pass that keeps bad audio out of training.
+
+One JSON object per line; audio paths are relative to the manifest file:
+
+    {"audio": "clips/abc.wav", "caption": "a dog barks", "duration": 10.0}   # text-to-audio / music
+    {"clean": "clean/p226_001.wav", "noisy": "noisy/p226_001.wav"}           # speech enhancement pairs
+    {"clean": "clean/p226_001.wav"}  + a noise manifest of {"audio": ...}      # mixed on the fly
+
+``read_manifest`` makes the paths absolute and gives every row an ``"id"`` (its own, or the first
+audio path as written), extra keys are kept. ``validate_manifest`` decodes every file once and
+drops rows that are missing, corrupt, non-finite, silent, too short or too long, with a report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+AUDIO_KEYS = ("audio", "clean", "noisy")
+
+
+def read_manifest(path: str | os.PathLike, audio_keys: tuple[str, ...] | None = None) -> list[dict]:
+    """Rows of a JSONL manifest with audio paths made absolute and an ``"id"`` on every row."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"manifest {str(path)!r} does not exist; expected a JSONL file (one object a line)"
+        )
+    root = path.resolve().parent
+    rows = []
+    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{path}:{line_no}: not valid JSON ({e}); expected one JSON object a line"
+            ) from e
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{line_no}: got {type(row).__name__}, expected a JSON object")
+        keys = audio_keys or tuple(k for k in AUDIO_KEYS if k in row)
+        missing = [k for k in keys if k not in row]
+        if not keys or missing:
+            raise ValueError(
+                f"{path}:{line_no}: row has keys {sorted(row)}, expected audio path key(s) "
+                f'{list(audio_keys or AUDIO_KEYS)} (e.g. {{"audio": "clip.wav", "caption": "..."}})'
+            )
+        row.setdefault("id", str(row[keys[0]]))
+        for k in keys:
+            row[k] = os.path.normpath(root / row[k])  # absolute paths stay absolute
+        rows.append(row)
+    return rows
+
+
+def write_manifest(
+    rows: list[dict], path: str | os.PathLike, audio_keys: tuple[str, ...] = AUDIO_KEYS
+) -> None:
+    """Write rows as JSONL with audio paths relative to the manifest's folder (atomic write)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = path.resolve().parent
+    lines = []
+    for row in rows:
+        row = dict(row)
+        for k in audio_keys:
+            if k in row:
+                row[k] = Path(os.path.relpath(Path(row[k]).resolve(), root)).as_posix()
+        lines.append(json.dumps(row, ensure_ascii=False))
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    os.replace(tmp, path)
+
+
+@dataclass
+class ValidationReport:
+    """What ``validate_manifest`` found: totals, counts per reason, and each bad row."""
+
+    total: int = 0
+    kept: int = 0
+    counts: Counter = field(default_factory=Counter)  # reason -> rows
+    bad: list[dict] = field(default_factory=list)  # {"id", "key", "path", "reason", "detail"}
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.counts.items())) or "none"
+        return f"kept {self.kept}/{self.total} rows; dropped {self.total - self.kept} ({reasons})"
+
+
+def _check_file(path: str, min_duration: float, max_duration: float | None, silence_db: float):
+    """(duration s, None) for a good file, else (None, (reason, detail))."""
+    from genflow.audio import AudioError, load_audio
+
+    if not os.path.isfile(path):
+        return None, ("missing", "no such file")
+    try:
+        wav, sr = load_audio(path)
+    except (AudioError, RuntimeError, OSError, ValueError) as e:  # soundfile raises several kinds
+        return None, ("corrupt", str(e)[:200])
+    duration = wav.shape[-1] / sr
+    if not torch.isfinite(wav).all():
+        return None, ("nonfinite", "NaN or inf samples")
+    if duration < min_duration:
+        return None, ("too_short", f"{duration:.3f} s < {min_duration} s")
+    if max_duration is not None and duration > max_duration:
+        return None, ("too_long", f"{duration:.3f} s > {max_duration} s")
+    rms_db = 10 * math.log10(float(wav.double().pow(2).mean()) + 1e-20)
+    if rms_db < silence_db:
+        return None, ("silent", f"RMS {rms_db:.1f} dBFS < {silence_db} dBFS")
+    return duration, None
+
+
+def validate_manifest(
+    rows: list[dict],
+    audio_keys: tuple[str, ...] = ("audio",),
+    *,
+    min_duration: float = 0.1,
+    max_duration: float | None = None,
+    silence_db: float = -60.0,
+    num_workers: int = 4,
+) -> tuple[list[dict], ValidationReport]:
+    """Decode every audio file once; return the good rows (with ``"duration"`` in s) and a report.
+
+    Reasons: missing, corrupt, nonfinite, silent (RMS below ``silence_db``), too_short, too_long,
+    length_mismatch (paired files differing by more than 10 ms).
+    """
+    paths = sorted({row[k] for row in rows for k in audio_keys})
+    with ThreadPoolExecutor(max(1, num_workers)) as pool:  # libsndfile decodes outside the GIL
+        results = dict(
+            zip(paths, pool.map(lambda p: _check_file(p, min_duration, max_duration, silence_db), paths))
+        )
+    report = ValidationReport(total=len(rows))
+    good = []
+    for row in rows:
+        problem = None
+        for k in audio_keys:
+            duration, issue = results[row[k]]
+            if issue is not None:
+                problem = (k, *issue)
+                break
+        if problem is None and len(audio_keys) > 1:
+            durations = [results[row[k]][0] for k in audio_keys]
+            if max(durations) - min(durations) > 0.01:
+                problem = (audio_keys[1], "length_mismatch", f"durations {durations} s")
+        if problem is None:
+            good.append({**row, "duration": round(results[row[audio_keys[0]]][0], 4)})
+        else:
+            key, reason, detail = problem
+            report.counts[reason] += 1
+            report.bad.append(
+                {"id": row.get("id"), "key": key, "path": row[key], "reason": reason, "detail": detail}
+            )
+    report.kept = len(good)
+    if report.bad:
+        log.warning("manifest validation: %s", report.summary())
+    return good, report
