@@ -193,6 +193,15 @@ def test_encode_is_no_grad_and_front_ends_stay_fp32(model, vectors):
     assert max_err(latent.float()[0], vectors["latent_0"]) < 0.5  # bf16 trunk, still the same latent
 
 
+def test_bf16_weights(model, vectors):
+    half = DashengTokenizer(model.config).to(torch.bfloat16)
+    half.load_state_dict(model.state_dict())  # buffers (windows, filterbanks) are bf16 too now
+    latent = half.encode(vectors["audio_1"][None])
+    assert latent.dtype == torch.bfloat16 and max_err(latent.float()[0], vectors["latent_1"]) < 0.5
+    wav = half.decode(vectors["latent_1"][None])  # fp32 latents into a bf16 model; the head runs in fp32
+    assert wav.dtype == torch.float32 and max_err(wav[0], vectors["decoded_1"]) < 0.05
+
+
 def test_bad_inputs(model):
     with pytest.raises(ValueError, match=r"\(batch, samples\)"):
         model.encode(torch.zeros(16000))

@@ -112,7 +112,7 @@ class Spectrogram(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, n_fft // 2 + 1, 1 + N // hop)
         spec = torch.stft(
-            x, self.n_fft, self.hop_length, self.n_fft, self.window,
+            x, self.n_fft, self.hop_length, self.n_fft, self.window.to(x.dtype),
             center=True, pad_mode="reflect", normalized=False, onesided=True, return_complex=True,
         )
         return spec.abs().pow(self.power)
@@ -126,7 +126,7 @@ class MelScale(nn.Module):
         self.register_buffer("fb", mel_filterbank(n_freqs, n_mels, SAMPLE_RATE))
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:  # (B, F, T) -> (B, n_mels, T)
-        return torch.matmul(spec.transpose(-1, -2), self.fb).transpose(-1, -2)
+        return torch.matmul(spec.transpose(-1, -2), self.fb.to(spec.dtype)).transpose(-1, -2)
 
 
 class MelSpectrogram(nn.Module):
@@ -252,10 +252,10 @@ class DashengEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
 
     def features(self, audio: torch.Tensor) -> torch.Tensor:
-        """(B, N) waveform -> (B, 1, 64, 1 + N // 160) normalised dB-mel, always fp32."""
+        """(B, N) waveform -> (B, 1, 64, 1 + N // 160) normalised dB-mel (mel in fp32, then model dtype)."""
         with torch.autocast(audio.device.type, enabled=False):
             x = self.front_end(audio.float())
-        return self.init_bn(x.unsqueeze(1))
+        return self.init_bn(x.unsqueeze(1).to(self.init_bn[1].weight.dtype))
 
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """One window: (B, 1, 64, F <= 1008) features, (B, F // 4) bool token mask -> (B, F // 4, D)."""
@@ -301,7 +301,7 @@ class DashengEncoder(nn.Module):
         """(B, N) waveform, (B, N) sample mask -> (B, T_sem, D) semantic tokens."""
         x = self.features(audio)
         num_valid = None if attention_mask is None else attention_mask.sum(-1).long() // SEM_HOP
-        return self.forward_chunks(x.to(self.patch_embed.proj.weight.dtype), num_valid)
+        return self.forward_chunks(x, num_valid)
 
 
 class DashengTokenizerEncoder(nn.Module):
@@ -383,11 +383,12 @@ class ISTFT(nn.Module):
         n_fft, hop = self.n_fft, self.hop_length
         pad = (n_fft - hop) // 2
         L = spec.shape[-1]
-        frames = torch.fft.irfft(spec, n_fft, dim=1, norm="backward") * self.window[None, :, None]
+        window = self.window.float()
+        frames = torch.fft.irfft(spec, n_fft, dim=1, norm="backward") * window[None, :, None]
         size = (L - 1) * hop + n_fft  # overlap-add of L frames: (B, n_fft, L) -> (B, 1, 1, size)
         fold = dict(output_size=(1, size), kernel_size=(1, n_fft), stride=(1, hop))
         y = F.fold(frames, **fold)[:, 0, 0, pad:-pad]
-        win_sq = self.window.square().expand(1, L, -1).transpose(1, 2)  # (1, n_fft, L)
+        win_sq = window.square().expand(1, L, -1).transpose(1, 2)  # (1, n_fft, L)
         env = F.fold(win_sq, **fold)[0, 0, 0, pad:-pad]  # squared-window envelope, > 0 for Hann/hop 1/4
         return y / env
 
@@ -477,7 +478,7 @@ class DashengTokenizer(Codec):
         return self.encoder(audio, attention_mask)
 
     def _decode(self, latent: torch.Tensor) -> torch.Tensor:
-        x = latent.transpose(1, 2)  # (B, C, T)
+        x = latent.transpose(1, 2).to(self.decoder.backbone.embed.weight.dtype)  # (B, C, T)
         if self.upsampler is not None:
             x = self.upsampler(x)  # (B, C, upsample_tokens * T)
         return self.decoder(x)
@@ -559,7 +560,7 @@ class DashengTokenizer(Codec):
             config = DashengTokenizerConfig.from_dict(json.load(f))
         model = cls(config)
         model.load_state_dict_strict(load_file(weights))
-        return model.eval()
+        return model.freeze()  # eval, no parameter gradients (inputs can still get them through decode)
 
     def save_pretrained(self, path: str) -> None:
         """Write ``config.json`` + ``model.safetensors`` in the official layout (atomic writes)."""
