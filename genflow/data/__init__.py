@@ -3,7 +3,14 @@
 from genflow.data.batching import LengthBucketSampler, collate
 from genflow.data.cache import LatentCache, build_latent_cache, codec_signature
 from genflow.data.datasets import SpeechPairDataset, TextAudioDataset, active_power, mix_at_snr
-from genflow.data.manifest import ValidationReport, read_manifest, validate_manifest, write_manifest
+from genflow.data.manifest import (
+    ValidationReport,
+    index_audio_files,
+    read_manifest,
+    validate_manifest,
+    write_manifest,
+    write_splits,
+)
 
 __all__ = [
     "LatentCache",
@@ -15,8 +22,10 @@ __all__ = [
     "build_latent_cache",
     "codec_signature",
     "collate",
+    "index_audio_files",
     "mix_at_snr",
     "read_manifest",
     "validate_manifest",
     "write_manifest",
+    "write_splits",
 ]

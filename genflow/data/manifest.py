@@ -98,21 +98,23 @@ class ValidationReport:
 
 def _check_file(path: str, min_duration: float, max_duration: float | None, silence_db: float):
     """(duration s, None) for a good file, else (None, (reason, detail))."""
-    from genflow.audio import AudioError, load_audio
+    from genflow.audio import AudioError, audio_info, load_audio
 
     if not os.path.isfile(path):
         return None, ("missing", "no such file")
     try:
-        wav, sr = load_audio(path)
-    except (AudioError, RuntimeError, OSError, ValueError) as e:  # soundfile raises several kinds
-        return None, ("corrupt", str(e)[:200])
-    duration = wav.shape[-1] / sr
+        duration = audio_info(path).duration  # header only: long files are refused before decoding
+        if duration < min_duration:
+            return None, ("too_short", f"{duration:.3f} s < {min_duration} s")
+        if max_duration is not None and duration > max_duration:
+            return None, ("too_long", f"{duration:.3f} s > {max_duration} s")
+        wav, _ = load_audio(path)
+    except AudioError as e:
+        return None, ("nonfinite" if "NaN" in str(e) else "corrupt", str(e)[:300])
+    except (RuntimeError, OSError) as e:
+        return None, ("corrupt", str(e)[:300])
     if not torch.isfinite(wav).all():
         return None, ("nonfinite", "NaN or inf samples")
-    if duration < min_duration:
-        return None, ("too_short", f"{duration:.3f} s < {min_duration} s")
-    if max_duration is not None and duration > max_duration:
-        return None, ("too_long", f"{duration:.3f} s > {max_duration} s")
     rms_db = 10 * math.log10(float(wav.double().pow(2).mean()) + 1e-20)
     if rms_db < silence_db:
         return None, ("silent", f"RMS {rms_db:.1f} dBFS < {silence_db} dBFS")
@@ -163,3 +165,40 @@ def validate_manifest(
     if report.bad:
         log.warning("manifest validation: %s", report.summary())
     return good, report
+
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif")
+
+
+def index_audio_files(folder: str | os.PathLike) -> dict[str, str]:
+    """{file stem: path} of every audio file under ``folder`` (recursive; the first of equal stems wins)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"audio folder {str(folder)!r} does not exist; expected a folder holding the audio files"
+        )
+    found: dict[str, str] = {}
+    for p in sorted(folder.rglob("*")):
+        if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file():
+            found.setdefault(p.stem, str(p))
+    return found
+
+
+def write_splits(
+    splits: dict[str, list[dict]],
+    out_dir: str | os.PathLike,
+    audio_keys: tuple[str, ...] = ("audio",),
+    **validate_kwargs,
+) -> dict[str, ValidationReport]:
+    """Validate each split's rows, write ``<out_dir>/<split>.jsonl`` of the good ones, print a report."""
+    reports = {}
+    for name, rows in splits.items():
+        good, report = validate_manifest(rows, audio_keys, **validate_kwargs)
+        write_manifest(good, Path(out_dir) / f"{name}.jsonl", audio_keys)
+        print(f"{name}: {report.summary()}")
+        for bad in report.bad[:5]:
+            print(f"  {bad['reason']}: {bad['path']} ({bad['detail']})")
+        if len(report.bad) > 5:
+            print(f"  ... and {len(report.bad) - 5} more")
+        reports[name] = report
+    return reports

@@ -1,0 +1,122 @@
+"""What every recipe's prepare.py shares: common arguments, validate + write splits, latent caches.
+
+A prepare script only turns a public layout into rows per split ({"train": [...], ...}); ``run_prepare``
+validates them, writes ``<out-dir>/<split>.jsonl`` and, with ``--cache``, encodes each split into
+``<out-dir>/cache/<split>/`` (under ``accelerate launch`` every process encodes its shards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+from genflow.data.cache import build_latent_cache
+from genflow.data.manifest import write_splits
+
+SPLITS = ("train", "valid", "test")
+
+
+def stable_fraction(key: str) -> float:
+    """A pseudo-random number in [0, 1) fixed by ``key``: the same split on every run and machine."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 16**8
+
+
+def hold_out(rows: list[dict], fractions: dict[str, float], group_key: str) -> dict[str, list[dict]]:
+    """Split rows into {"train", <name>...} by ``stable_fraction(row[group_key])``; a group stays whole."""
+    out, lo = {}, 0.0
+    for name, frac in fractions.items():
+        out[name] = [r for r in rows if lo <= stable_fraction(str(r[group_key])) < lo + frac]
+        lo += frac
+    out["train"] = [r for r in rows if stable_fraction(str(r[group_key])) >= lo]
+    return out
+
+
+def index_youtube_clips(files: dict[str, str]) -> dict[str, str]:
+    """Also index files by the 11-character YouTube id their name starts with (after an optional "Y")."""
+    out = dict(files)
+    for stem, path in files.items():
+        for ytid in (stem[:11], stem[1:12] if stem.startswith("Y") else ""):
+            if len(ytid) == 11:
+                out.setdefault(f"\0{ytid}", path)
+    return out
+
+
+def find_youtube_clip(files: dict[str, str], youtube_id: str, start: str = "", *names: str) -> str | None:
+    """Path of a clip named <names...>, <id>, Y<id>, <id>_<start>, or starting with the id; else None."""
+    start_int = str(int(float(start))) if start else ""
+    for name in (*names, youtube_id, f"Y{youtube_id}", f"{youtube_id}_{start}", f"{youtube_id}_{start_int}"):
+        if name and name in files:
+            return files[name]
+    return files.get(f"\0{youtube_id}")  # from index_youtube_clips
+
+
+def add_prepare_args(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by every prepare script: output, validation limits, latent cache."""
+    p.add_argument("--out-dir", type=Path, required=True, help="where <split>.jsonl manifests are written")
+    p.add_argument("--min-duration", type=float, default=0.5, help="seconds; shorter clips are dropped")
+    p.add_argument("--max-duration", type=float, default=None, help="seconds; longer clips are dropped")
+    p.add_argument("--num-workers", type=int, default=4, help="threads decoding audio")
+    p.add_argument(
+        "--cache",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="DIR",
+        help="also build latent caches in DIR/<split> (default DIR: <out-dir>/cache)",
+    )
+    p.add_argument("--codec", default="mispeech/dashengtokenizer", help="codec for --cache, e.g. mel")
+    p.add_argument("--fp32", action="store_true", help="store cached latents as float32 (default float16)")
+    p.add_argument("--shard-size", type=int, default=256, help="clips per cache shard")
+    p.add_argument("--batch-size", type=int, default=16, help="clips per codec call")
+
+
+def run_prepare(
+    args: argparse.Namespace,
+    collect: Callable[[argparse.Namespace], dict[str, list[dict]]],
+    keys: tuple[str, ...],
+) -> None:
+    """Main process: collect rows per split, validate, write manifests; then build caches if asked."""
+    accelerator = None
+    if args.cache:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator()
+    if accelerator is None or accelerator.is_main_process:
+        splits = collect(args)
+        write_splits(
+            splits,
+            args.out_dir,
+            keys,
+            min_duration=args.min_duration,
+            max_duration=args.max_duration,
+            num_workers=args.num_workers,
+        )
+    if accelerator is None:
+        return
+    accelerator.wait_for_everyone()
+    from genflow.codecs import load_codec
+
+    codec = load_codec(args.codec, device=accelerator.device).freeze()
+    cache_root = Path(args.cache) if args.cache != "default" else args.out_dir / "cache"
+    for split in SPLITS:
+        manifest = args.out_dir / f"{split}.jsonl"
+        if not manifest.exists():
+            continue
+        stats = build_latent_cache(
+            manifest,
+            codec,
+            cache_root / split,
+            keys=keys,
+            fp16=not args.fp32,
+            shard_size=args.shard_size,
+            batch_size=args.batch_size,
+            accelerator=accelerator,
+            num_workers=args.num_workers,
+        )
+        if accelerator.is_main_process:
+            print(
+                f"cache {split}: {stats['written']} shards written, {stats['skipped']} already done, "
+                f"{len(stats['failed'])} clips failed to load -> {cache_root / split}"
+            )
