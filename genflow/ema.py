@@ -1,0 +1,71 @@
+"""Exponential moving average of model weights, the weights genflow samples and releases with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class EMA:
+    """fp32 shadow copies of the trainable parameters, updated with one fused lerp per step.
+
+    Works on whatever tensors ``model.parameters()`` holds after ``accelerator.prepare``, so under FSDP
+    each process averages its own shard. ``applied()`` swaps the averaged weights in (for sampling and
+    release) and back. ``state_dict``/``load_state_dict`` make it checkpointable by Accelerate.
+    """
+
+    def __init__(self, params: Iterable[nn.Parameter], decay: float = 0.999, warmup: bool = True):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.params = [p for p in params if p.requires_grad]
+        self.shadow = [p.detach().float().clone() for p in self.params]
+        self.decay = decay
+        self.warmup = warmup
+        self.num_updates = 0
+
+    def current_decay(self) -> float:
+        """Decay of the next update; with warm-up, (1 + n) / (10 + n) caps it early in training."""
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """shadow <- decay * shadow + (1 - decay) * param, for all parameters at once."""
+        weight = 1.0 - self.current_decay()
+        self.num_updates += 1
+        current = [p.detach().float() for p in self.params]
+        torch._foreach_lerp_(self.shadow, current, weight)
+
+    @contextmanager
+    @torch.no_grad()
+    def applied(self) -> Iterator[None]:
+        """Temporarily load the averaged weights into the model's parameters."""
+        backup = [p.detach().clone() for p in self.params]
+        for p, s in zip(self.params, self.shadow):
+            p.copy_(s)
+        try:
+            yield
+        finally:
+            for p, b in zip(self.params, backup):
+                p.copy_(b)
+
+    def state_dict(self) -> dict:
+        """Checkpointable state (tensors, ints and floats only: loads with weights_only=True)."""
+        return {"shadow": self.shadow, "decay": self.decay, "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore shadows saved by ``state_dict`` (same parameter order and shapes)."""
+        shadow = state["shadow"]
+        if len(shadow) != len(self.shadow):
+            raise ValueError(f"EMA state has {len(shadow)} tensors, the model has {len(self.shadow)}: "
+                             "resume with the same model config")
+        for mine, theirs in zip(self.shadow, shadow):
+            if mine.shape != theirs.shape:
+                raise ValueError(f"EMA tensor shape {tuple(theirs.shape)} != model's {tuple(mine.shape)}")
+            mine.copy_(theirs)
+        self.decay = float(state["decay"])
+        self.num_updates = int(state["num_updates"])

@@ -1,0 +1,72 @@
+"""Spectrogram pictures of waveforms, for TensorBoard, sample grids and evaluation reports."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def log_mel_db(wav: torch.Tensor, sample_rate: int, n_mels: int = 80, top_db: float = 80.0) -> np.ndarray:
+    """(N,) waveform -> (n_mels, frames) log-mel power in dB, floored ``top_db`` under its peak."""
+    wav = torch.as_tensor(wav, dtype=torch.float32).reshape(-1)
+    n_fft = 1024 if sample_rate > 20000 else 512
+    hop = n_fft // 4
+    if wav.numel() < n_fft:
+        wav = torch.nn.functional.pad(wav, (0, n_fft - wav.numel()))
+    spec = torch.stft(wav, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs() ** 2
+    # HTK mel filterbank built in torch (no torchaudio/librosa): triangles between mel-spaced edges.
+    mel = lambda f: 2595.0 * math.log10(1.0 + f / 700.0)  # noqa: E731
+    edges = torch.linspace(mel(0.0), mel(sample_rate / 2), n_mels + 2)
+    hz = 700.0 * (10 ** (edges / 2595.0) - 1.0)
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    lo, mid, hi = hz[:-2, None], hz[1:-1, None], hz[2:, None]
+    fb = torch.clamp(torch.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), min=0.0)
+    db = 10.0 * torch.log10(torch.clamp(fb @ spec, min=1e-10))
+    return torch.clamp(db, min=db.max() - top_db).numpy()
+
+
+def spectrogram_rgb(wav: torch.Tensor, sample_rate: int) -> np.ndarray:
+    """(N,) waveform -> (H, W, 3) uint8 image, low frequencies at the bottom (for TensorBoard)."""
+    from matplotlib import colormaps
+
+    db = log_mel_db(wav, sample_rate)[::-1]
+    norm = (db - db.min()) / max(float(db.max() - db.min()), 1e-6)
+    return (colormaps["magma"](norm)[..., :3] * 255).astype(np.uint8)
+
+
+def save_spectrogram_grid(
+    wavs: Sequence[torch.Tensor], titles: Sequence[str], sample_rate: int, path: str | Path, cols: int = 2
+) -> Path:
+    """Save a PNG grid with one titled log-mel spectrogram per waveform."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not wavs:
+        raise ValueError("save_spectrogram_grid needs at least one waveform")
+    cols = min(cols, len(wavs))
+    rows = math.ceil(len(wavs) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, wav, title in zip(axes.flat, wavs, titles):
+        db = log_mel_db(wav, sample_rate)
+        seconds = torch.as_tensor(wav).numel() / sample_rate
+        ax.imshow(db, origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, db.shape[0]))
+        ax.set_title(title if len(title) <= 60 else title[:57] + "...", fontsize=8)
+        ax.set_axis_on()
+        ax.set_xlabel("s", fontsize=7)
+        ax.set_yticks([])
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
