@@ -134,8 +134,9 @@ def run_training(
                               aligned_key=aligned_key)
     release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None,
                "defaults": dataclasses.asdict(cfg.sampling)}
-    return train(cfg.train, model, dataset, sampler, functools.partial(collate, hop_length=codec.hop_length), conditioner,
-                 release=release, run_config=config_to_dict(cfg), preview=preview, resume=resume)
+    collate_fn = functools.partial(collate, hop_length=codec.hop_length)
+    return train(cfg.train, model, dataset, sampler, collate_fn, conditioner, release=release,
+                 run_config=config_to_dict(cfg), preview=preview, resume=resume)
 
 
 def max_frames(cfg: RunConfig, codec) -> int:
