@@ -1,0 +1,1 @@
+"""Evaluation metrics: Fréchet distances, classifier scores, CLAP score and speech-enhancement metrics."""
