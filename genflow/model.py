@@ -319,11 +319,13 @@ class DiT(nn.Module):
         valid = valid | ~valid.any(dim=1, keepdim=True)  # a row with no valid token attends to all: no NaN
         return ctx, valid[:, None, None, :]
 
-    def _aligned(self, aligned, drop, B, T, dtype):
+    def _aligned(self, aligned, drop, valid, B, T, dtype):
         """-> (B, T, D_a); dropped rows get the null vector broadcast over T."""
         null = self.null_aligned.to(dtype)
         if aligned is None:
             return null.expand(B, T, -1)
+        if valid is not None:  # like x: padded frames become values of attention, keep them finite
+            aligned = aligned.masked_fill(~valid[..., None], 0.0)
         if drop is None:
             drop = torch.zeros(B, dtype=torch.bool, device=aligned.device)
         return torch.where(drop[:, None, None], null, aligned.to(dtype))
@@ -376,7 +378,7 @@ class DiT(nn.Module):
         if cfg.text_dim:
             ctx, ctx_mask = self._text(text, text_mask, drop_text, B, dtype)
         if cfg.aligned_dim:
-            al = self._aligned(aligned, drop_aligned, B, T, dtype)
+            al = self._aligned(aligned, drop_aligned, valid, B, T, dtype)
         self_mask = None
         if valid is not None:
             self_mask = (valid | ~valid.any(dim=1, keepdim=True))[:, None, None, :]  # (B, 1, 1, T) keys
