@@ -101,7 +101,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
 def resample(wav: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
     """Resample (..., N) from ``orig_sr`` to ``target_sr`` Hz with soxr (HQ); same dtype and device, no grad.
 
-    The output has ``round(N * target_sr / orig_sr)`` samples (soxr's length rule).
+    The output has ``round(N * target_sr / orig_sr)`` samples, halves rounded up (soxr's length rule).
     """
     for name, r in (("orig_sr", orig_sr), ("target_sr", target_sr)):
         if int(r) != r or r <= 0:
