@@ -89,9 +89,7 @@ def test_validation_catches_each_bad_kind(tmp_path):
     write_wav(tmp_path / "nan.wav", nan, subtype="FLOAT")
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
     names = ["good", "missing", "corrupt", "silent", "short", "nan"]
-    rows = read_manifest(
-        write_jsonl(tmp_path / "m.jsonl", [{"audio": f"{n}.wav", "caption": n} for n in names])
-    )
+    rows = read_manifest(write_jsonl(tmp_path / "m.jsonl", [{"audio": f"{n}.wav", "caption": n} for n in names]))
     good, report = validate_manifest(rows, ("audio",), min_duration=0.1)
     assert [r["caption"] for r in good] == ["good"]
     assert good[0]["duration"] == pytest.approx(0.5)
@@ -141,9 +139,7 @@ def test_dataset_skips_a_file_that_went_bad_after_validation(tmp_path):
 
 
 def test_audio_crops_are_hop_aligned_and_reproducible(tmp_path):
-    rows = [
-        {"audio": str(write_wav(tmp_path / "a.wav", tone(2.0))), "id": "a", "caption": "x", "duration": 2.0}
-    ]
+    rows = [{"audio": str(write_wav(tmp_path / "a.wav", tone(2.0))), "id": "a", "caption": "x", "duration": 2.0}]
     ds = TextAudioDataset(rows, codec_sample_rate=SR, hop_length=320, max_frames=10, seed=3)
     full = torch.from_numpy(sf.read(tmp_path / "a.wav", dtype="float32")[0])
     starts = set()
@@ -190,9 +186,7 @@ def test_speech_mixing_dataset_matches_clean_and_survives_silent_noise(tmp_path)
         rows, noise_rows=noise_rows, snr_range=(10, 10), codec_sample_rate=SR, hop_length=320, max_frames=50
     )
     item = ds[0]
-    measured = 10 * math.log10(
-        float(active_power(item["clean"]) / (item["noisy"] - item["clean"]).pow(2).mean())
-    )
+    measured = 10 * math.log10(float(active_power(item["clean"]) / (item["noisy"] - item["clean"]).pow(2).mean()))
     assert abs(measured - 10) < 0.1
 
 
@@ -281,7 +275,8 @@ def test_cache_resumes_after_interruption(tmp_path, mel, monkeypatch):
     rows = _clip_rows(tmp_path)
     crashing = _CrashAfter(mel, n=2)
     # The crashing wrapper must look like the real codec so the resumed build accepts the folder.
-    monkeypatch.setattr(cache_mod, "codec_signature", lambda c: {"latent_dim": c.latent_dim})
+    real = cache_mod.codec_signature
+    monkeypatch.setattr(cache_mod, "codec_signature", lambda c: real(getattr(c, "codec", c)))
     with pytest.raises(KeyboardInterrupt):
         build_latent_cache(rows, crashing, tmp_path / "cache", shard_size=2, batch_size=2)
     shards = sorted(p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("shard-"))
@@ -309,6 +304,24 @@ def test_cache_refuses_another_codec(tmp_path, mel):
         LatentCache(tmp_path / "cache", codec=other)
     with pytest.raises(ValueError, match="was built with dtype"):
         build_latent_cache(rows, mel, tmp_path / "cache", fp16=False)
+
+
+def test_codec_signature_ignores_weight_dtype_but_not_other_weights():
+    from genflow.data.cache import codec_signature, same_codec
+
+    class LinearCodec(torch.nn.Module):
+        sample_rate, frame_rate, latent_dim = 16000, 50.0, 8
+
+        def __init__(self, seed):
+            super().__init__()
+            torch.manual_seed(seed)
+            self.proj = torch.nn.Linear(320, 8)
+
+    a, b = LinearCodec(0), LinearCodec(1)
+    sig = codec_signature(a)
+    assert same_codec(sig, codec_signature(LinearCodec(0).to(torch.bfloat16)))  # bf16 on GPU, fp32 on CPU
+    assert not same_codec(sig, codec_signature(b))  # another checkpoint of the same architecture
+    assert json.loads(json.dumps(sig)) == sig  # stored in index.json as is
 
 
 def test_cache_skips_unreadable_clips_and_dataset_reads_latents(tmp_path, mel):

@@ -23,6 +23,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -50,21 +51,32 @@ def _jsonable(obj):
 
 
 def codec_signature(codec) -> dict:
-    """What identifies a codec's latents: class, rates, size, config and a fingerprint of its weights."""
-    h = hashlib.sha256()
+    """What identifies a codec's latents: class, rates, size, config and a fingerprint of its weights.
+
+    The fingerprint is the mean |value| of the first 1024 entries of every tensor (rounded), so the
+    same checkpoint matches itself in fp32, bf16 or fp16 (see ``same_codec``) while another does not.
+    """
+    names, stats = [], []
     for name, t in sorted(codec.state_dict().items()):
-        # Name, shape and the first values of each tensor: cheap, and differs between checkpoints.
-        h.update(f"{name}{tuple(t.shape)}".encode())
-        h.update(t.detach().flatten()[:256].float().cpu().numpy().tobytes())
+        names.append(f"{name}{tuple(t.shape)}")
+        stats.append(round(float(t.detach().flatten()[:1024].double().abs().mean()), 6) if t.numel() else 0.0)
     return {
         "class": f"{type(codec).__module__}.{type(codec).__qualname__}",
-        "name": getattr(codec, "name", None) or getattr(codec, "name_or_path", None),
         "sample_rate": codec.sample_rate,
         "frame_rate": codec.frame_rate,
         "latent_dim": codec.latent_dim,
         "config": _jsonable(getattr(codec, "config", None)),
-        "weights": h.hexdigest()[:16],
+        "tensors": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16],
+        "weights": stats,
     }
+
+
+def same_codec(a: dict, b: dict) -> bool:
+    """Whether two codec signatures describe the same latents (weights compared to 1 %: dtype-proof)."""
+    if {k: v for k, v in a.items() if k != "weights"} != {k: v for k, v in b.items() if k != "weights"}:
+        return False
+    wa, wb = np.asarray(a["weights"], dtype=float), np.asarray(b["weights"], dtype=float)
+    return wa.shape == wb.shape and bool(np.allclose(wa, wb, rtol=1e-2, atol=1e-5))
 
 
 def _write_json(path: Path, obj) -> None:
@@ -187,9 +199,7 @@ def build_latent_cache(
                 stats["skipped"] += 1
                 bar.update(len(shards[i]))
                 continue
-            tensors, failed = _encode_shard(
-                [(j, items[j]) for j in shards[i]], keys, codec, batch_size, dtype, pool
-            )
+            tensors, failed = _encode_shard([(j, items[j]) for j in shards[i]], keys, codec, batch_size, dtype, pool)
             tmp = path.with_name(path.name + f".tmp{os.getpid()}")
             save_file(tensors, tmp, metadata={"ids": _ids_digest(shards[i]), "failed": json.dumps(failed)})
             os.replace(tmp, path)  # atomic: a shard on disk is always complete
@@ -208,9 +218,27 @@ def build_latent_cache(
     return stats
 
 
+def describe_codec(sig: dict) -> str:
+    """A short human description of a codec signature (for error messages)."""
+    config = sig.get("config")
+    if isinstance(config, dict):
+        config = {k: v for k, v in list(config.items())[:6]}
+    weights = "no weights" if not sig["weights"] else f"weights fingerprint {sum(sig['weights']):.4g}"
+    return (
+        f"{sig['class']} ({sig['latent_dim']}-d latents at {sig['frame_rate']:g} Hz from "
+        f"{sig['sample_rate']} Hz audio, config {config}, {weights})"
+    )
+
+
 def _check_meta(found: dict, wanted: dict, out_dir: Path) -> None:
     for field in ("codec", "keys", "dtype", "shard_size"):
-        if found.get(field) != wanted[field]:
+        if field == "codec":
+            if not same_codec(found["codec"], wanted["codec"]):
+                raise ValueError(
+                    f"latent cache {str(out_dir)!r} was built with codec {describe_codec(found['codec'])}, but this "
+                    f"build uses {describe_codec(wanted['codec'])}; use another out_dir or delete this one to rebuild"
+                )
+        elif found.get(field) != wanted[field]:
             raise ValueError(
                 f"latent cache {str(out_dir)!r} was built with {field}={found.get(field)}, "
                 f"but this build uses {field}={wanted[field]}; "
@@ -250,10 +278,10 @@ class LatentCache:
                 "build it with genflow.data.build_latent_cache (an interrupted build resumes)"
             )
         self.index = json.loads(index.read_text())
-        if codec is not None and codec_signature(codec) != self.index["codec"]:
+        if codec is not None and not same_codec(codec_signature(codec), self.index["codec"]):
             raise ValueError(
-                f"latent cache {str(self.path)!r} holds latents of codec {self.index['codec']}, "
-                f"not of the codec given ({codec_signature(codec)}); rebuild the cache with this codec"
+                f"latent cache {str(self.path)!r} holds latents of {describe_codec(self.index['codec'])}, "
+                f"not of the codec given, {describe_codec(codec_signature(codec))}; rebuild the cache with it"
             )
         self.keys = tuple(self.index["keys"])
         self.ids = list(self.index["items"])

@@ -80,9 +80,9 @@ def run_prepare(
     """Main process: collect rows per split, validate, write manifests; then build caches if asked."""
     accelerator = None
     if args.cache:
-        from accelerate import Accelerator
+        from accelerate import PartialState
 
-        accelerator = Accelerator()
+        accelerator = PartialState()  # one process, or one per GPU under `accelerate launch`
     if accelerator is None or accelerator.is_main_process:
         splits = collect(args)
         write_splits(
