@@ -163,7 +163,7 @@ def validate_manifest(
             )
     report.kept = len(good)
     if report.bad:
-        log.warning("manifest validation: %s", report.summary())
+        log.info("manifest validation: %s", report.summary())
     return good, report
 
 

@@ -27,6 +27,8 @@ def hold_out(rows: list[dict], fractions: dict[str, float], group_key: str) -> d
     """Split rows into {"train", <name>...} by ``stable_fraction(row[group_key])``; a group stays whole."""
     out, lo = {}, 0.0
     for name, frac in fractions.items():
+        if frac <= 0:
+            continue
         out[name] = [r for r in rows if lo <= stable_fraction(str(r[group_key])) < lo + frac]
         lo += frac
     out["train"] = [r for r in rows if stable_fraction(str(r[group_key])) >= lo]

@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--test-fraction", type=float, default=0.05, help="with --clean-dir: files held out")
     add_prepare_args(p)
     args = p.parse_args(argv)
+    if args.cache and args.root is None:
+        p.error("--cache needs --root (clean/noisy pairs): noise mixed on the fly is encoded during training")
     run_prepare(args, collect, ("clean", "noisy") if args.root is not None else ("clean",))
 
 
