@@ -85,3 +85,15 @@ def test_lru_evicts_oldest(tiny):
     cached(["a"]), cached(["b"]), cached(["c"])
     cached(["a"])
     assert cached.misses == 4  # "a" was evicted by "c"
+
+
+def test_t5_loads_from_a_local_folder(tiny, tmp_path):
+    # The hub path of load_text_encoder (T5EncoderModel + AutoTokenizer), exercised offline on a saved folder.
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    enc = load_text_encoder(str(tmp_path))
+    assert enc.name == str(tmp_path) and enc.dim == tiny.dim and enc.max_length == 512
+    prompts = ["a dog barks", "wind"]
+    torch.testing.assert_close(enc(prompts)[0], tiny(prompts)[0])
+    with pytest.raises(FileNotFoundError, match="could not load the T5 text encoder"):
+        load_text_encoder(str(tmp_path / "missing"))

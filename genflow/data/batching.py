@@ -82,6 +82,11 @@ class LengthBucketSampler:
         self.epoch = 0
         self.position = 0  # batches of this epoch already yielded (on this rank)
         self._origin = (0, 0)  # (epoch, position) where the current run started, for state_dict(consumed=...)
+        if len(self) == 0:
+            raise ValueError(
+                f"{len(lengths)} items in batches of {batch_size} (drop_last={drop_last}) give no batch for each of "
+                f"{num_replicas} replicas; use more data, a smaller batch_size or drop_last=False"
+            )
 
     def _global_batches(self, epoch: int) -> list[list[int]]:
         n = len(self.lengths)
@@ -99,11 +104,7 @@ class LengthBucketSampler:
         return batches
 
     def __len__(self) -> int:
-        n = (
-            len(self.lengths) // self.batch_size
-            if self.drop_last
-            else math.ceil(len(self.lengths) / self.batch_size)
-        )
+        n = len(self.lengths) // self.batch_size if self.drop_last else math.ceil(len(self.lengths) / self.batch_size)
         return n // self.num_replicas
 
     def __iter__(self):
