@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate import PartialState
+from accelerate.utils import set_seed
 
 from genflow.cli import config_to_dict
 from genflow.codecs import Codec, load_codec
@@ -127,6 +128,7 @@ def run_training(
 ) -> Path:
     """Build the DiT, the sampler and the conditioner, then run ``genflow.training.train``."""
     state = PartialState()
+    set_seed(cfg.train.seed)  # the same initial weights on every process and in every rerun
     model = DiT(cfg.model)
     sampler = LengthBucketSampler(dataset.lengths, cfg.train.batch_size, seed=cfg.train.seed,
                                   num_replicas=state.num_processes, rank=state.process_index)

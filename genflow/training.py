@@ -239,8 +239,10 @@ def train(
             write_preview(out / "samples" / f"step-{state.step:07d}", clips, conditioner.codec.sample_rate,
                           accelerator, state.step)
 
+    # The loader gets its own generator: creating an iterator must not draw from the global RNG, or a
+    # resumed run (new iterator mid-epoch) would see other noise than an uninterrupted one.
     loader_kwargs = dict(collate_fn=collate_fn, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                         persistent_workers=False)
+                         generator=torch.Generator().manual_seed(cfg.seed))
     per_step = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
     progress = tqdm(total=cfg.max_steps, initial=state.step, disable=not accelerator.is_main_process,
                     desc="train", dynamic_ncols=True)
