@@ -1,0 +1,188 @@
+"""Folder-level evaluation: list and pair audio files by relative path, then score whole sets.
+
+Clips are identified by their path relative to the folder, without extension (``dog/001.wav`` ->
+``dog/001``); a generated clip pairs with the reference clip of the same id. Missing or unreadable
+files are counted in the result (``failures``, ``missing``), never fatal, unless nothing is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
+
+
+def list_audio(folder: str | os.PathLike) -> dict[str, Path]:
+    """``{id: path}`` of every audio file under ``folder`` (id = relative path without extension)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"audio folder {str(root)!r} does not exist; expected a directory of audio files")
+    files = {}
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith("."):
+            files[p.relative_to(root).with_suffix("").as_posix()] = p
+    return files
+
+
+def read_captions(manifest: str | os.PathLike) -> dict[str, str]:
+    """``{id: caption}`` from a JSONL manifest, keyed by the audio file's stem and by the row id."""
+    import json
+
+    out: dict[str, str] = {}
+    for line_no, line in enumerate(Path(manifest).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if "caption" not in row:
+            raise ValueError(f"{manifest}:{line_no}: no 'caption' key (keys {sorted(row)}); expected "
+                             '{"audio": "clip.wav", "caption": "..."}')
+        for key in (row.get("id"), row.get("audio")):
+            if key:
+                out[Path(str(key)).with_suffix("").as_posix()] = row["caption"]
+                out[Path(str(key)).stem] = row["caption"]
+    return out
+
+
+def _caption_for(clip_id: str, captions: dict[str, str]) -> str | None:
+    return captions.get(clip_id) or captions.get(Path(clip_id).stem)
+
+
+def evaluate_generation(
+    generated: str | os.PathLike, reference: str | os.PathLike, backend: str = "mel-stats",
+    captions: str | os.PathLike | None = None, clap: str | None = None,
+    save_reference_stats: str | os.PathLike | None = None, batch_size: int = 8, device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """FD (+ KL/IS for classifier backends, + CLAP score with captions) of a generated folder."""
+    from genflow.metrics.classifier_scores import inception_score, paired_kl
+    from genflow.metrics.embeddings import embed_files, load_backend, reference_stats, stats_of
+    from genflow.metrics.frechet import frechet_distance_stats, save_stats
+
+    be = load_backend(backend, device)
+    gen_files = list_audio(generated)
+    gen = embed_files(be, gen_files, batch_size, progress, desc="generated")
+    result: dict[str, Any] = {
+        "backend": be.name, "settings": be.settings, "generated": str(generated), "reference": str(reference),
+        "metrics": {}, "per_clip": {i: {} for i in gen.ids},
+        "failures": {"generated": gen.failures}, "missing": [],
+    }
+    metrics = result["metrics"]
+    gen_stats = stats_of(be, gen)
+    ref = None
+    if Path(reference).suffix == ".npz":
+        ref_stats = reference_stats(be, reference)
+    else:
+        ref_files = list_audio(reference)
+        ref = embed_files(be, ref_files, batch_size, progress, desc="reference")
+        result["failures"]["reference"] = ref.failures
+        result["missing"] = sorted(set(ref_files) - set(gen_files))
+        ref_stats = stats_of(be, ref)
+        if save_reference_stats:
+            save_stats(save_reference_stats, ref_stats)
+    metrics["fd"] = frechet_distance_stats(gen_stats, ref_stats)
+    result["n_generated"], result["n_reference"] = len(gen.ids), ref_stats.n if ref is None else len(ref.ids)
+    result["n_embeddings"] = {"generated": gen_stats.n, "reference": ref_stats.n}
+    # Per-clip proxy for the plots: distance of each clip's mean embedding to the reference mean.
+    mu = torch.as_tensor(ref_stats.mu, dtype=torch.float32)
+    for clip_id, d in zip(gen.ids, (gen.clip_means() - mu).norm(dim=-1).tolist()):
+        result["per_clip"][clip_id]["dist_to_ref_mean"] = d
+
+    if be.has_logits and gen.logits is not None:
+        metrics.update({k: v for k, v in inception_score(gen.logits).items()})
+        if ref is not None and ref.logits is not None:
+            ref_index = {i: n for n, i in enumerate(ref.ids)}
+            pairs = [(n, ref_index[i]) for n, i in enumerate(gen.ids) if i in ref_index]
+            if pairs:
+                g, r = zip(*pairs)
+                kl = paired_kl(gen.logits[list(g)], ref.logits[list(r)])
+                for k, v in kl.items():
+                    metrics[k] = float(v.mean())
+                    for n, val in zip(g, v.tolist()):
+                        result["per_clip"][gen.ids[n]][k] = val
+                result["n_kl_pairs"] = len(pairs)
+            else:
+                warnings.warn("KL skipped: no generated clip id matches a reference clip id", stacklevel=2)
+
+    if captions is not None:
+        metrics["clap_score"] = _clap_score(gen_files, gen.ids, read_captions(captions), be, clap, device, result)
+    return result
+
+
+def _clap_score(gen_files, ids, captions, be, clap, device, result) -> float:
+    from genflow.audio import load_audio
+    from genflow.metrics.clap import CLAP_GENERAL, load_clap
+    from genflow.metrics.embeddings import ClapBackend
+
+    model = be.clap if isinstance(be, ClapBackend) and clap is None else load_clap(clap or CLAP_GENERAL, device)
+    have = [i for i in ids if _caption_for(i, captions) is not None]
+    result["n_uncaptioned"] = len(ids) - len(have)
+    scores = []
+    for start in range(0, len(have), 8):
+        chunk = have[start : start + 8]
+        wavs = [load_audio(gen_files[i], model.sample_rate)[0] for i in chunk]
+        s = model.clap_scores(wavs, [_caption_for(i, captions) for i in chunk]).tolist()
+        for i, v in zip(chunk, s):
+            result["per_clip"][i]["clap_score"] = v
+        scores += s
+    return float(np.mean(scores)) if scores else math.nan
+
+
+def evaluate_enhancement(
+    enhanced: str | os.PathLike, clean: str | os.PathLike, noisy: str | os.PathLike | None = None,
+    with_dnsmos: bool = True, progress: bool = True,
+) -> dict[str, Any]:
+    """SI-SDR, PESQ, STOI, ESTOI (+ DNSMOS) of enhanced vs clean files, and of noisy vs clean if given."""
+    from tqdm import tqdm
+
+    from genflow.audio import load_audio
+    from genflow.metrics.speech import SE_SAMPLE_RATE, speech_metrics
+
+    enh_files, clean_files = list_audio(enhanced), list_audio(clean)
+    noisy_files = list_audio(noisy) if noisy is not None else {}
+    ids = sorted(set(enh_files) & set(clean_files))
+    result: dict[str, Any] = {
+        "enhanced": str(enhanced), "clean": str(clean), "noisy": None if noisy is None else str(noisy),
+        "sample_rate": SE_SAMPLE_RATE, "per_clip": {}, "per_clip_noisy": {}, "failures": {},
+        "missing": sorted(set(clean_files) - set(enh_files)), "unmatched": sorted(set(enh_files) - set(clean_files)),
+    }
+    for clip_id in tqdm(ids, desc="enhanced", disable=not progress or len(ids) < 2, leave=False):
+        try:
+            ref = load_audio(clean_files[clip_id], SE_SAMPLE_RATE)[0]
+            est = load_audio(enh_files[clip_id], SE_SAMPLE_RATE)[0]
+            result["per_clip"][clip_id] = speech_metrics(est, ref, with_dnsmos=with_dnsmos, name=clip_id)
+            if clip_id in noisy_files:
+                nz = load_audio(noisy_files[clip_id], SE_SAMPLE_RATE)[0]
+                result["per_clip_noisy"][clip_id] = speech_metrics(nz, ref, with_dnsmos=with_dnsmos, name=clip_id)
+        except (OSError, ValueError, RuntimeError) as e:
+            result["failures"][clip_id] = str(e)
+            log.warning("skipping %s: %s", clip_id, e)
+    if not result["per_clip"]:
+        raise ValueError(
+            f"no enhanced/clean pair could be scored ({len(ids)} matched ids, {len(result['failures'])} failures); "
+            "files are paired by relative path without extension"
+        )
+    result["metrics"] = {"enhanced": mean_metrics(result["per_clip"])}
+    if result["per_clip_noisy"]:
+        result["metrics"]["noisy"] = mean_metrics(result["per_clip_noisy"])
+    result["n_scored"] = len(result["per_clip"])
+    return result
+
+
+def mean_metrics(per_clip: dict[str, dict[str, float]]) -> dict[str, float]:
+    """NaN-aware mean of every metric over clips."""
+    keys = sorted({k for row in per_clip.values() for k in row})
+    out = {}
+    for k in keys:
+        vals = np.array([row.get(k, math.nan) for row in per_clip.values()], dtype=np.float64)
+        out[k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
+    return out
