@@ -153,11 +153,16 @@ def build_latent_cache(
     """
     rows = manifest_or_rows if isinstance(manifest_or_rows, list) else read_manifest(manifest_or_rows, keys)
     items: dict[str, dict] = {}
-    for row in rows:
-        paths = {k: row[k] for k in keys}
-        if items.setdefault(str(row["id"]), paths) != paths:
+    for n, row in enumerate(rows):
+        if any(k not in row for k in keys):
             raise ValueError(
-                f"id {row['id']!r} appears with different audio {items[str(row['id'])]} and {paths}; "
+                f"row {n} ({row}) lacks audio key(s) {[k for k in keys if k not in row]}; expected keys {keys} "
+                "(pass keys=... matching the manifest, e.g. keys=('clean', 'noisy') for speech pairs)"
+            )
+        item_id, paths = str(row.get("id", row[keys[0]])), {k: row[k] for k in keys}
+        if items.setdefault(item_id, paths) != paths:
+            raise ValueError(
+                f"id {item_id!r} appears with different audio {items[item_id]} and {paths}; "
                 "expected one audio file (set) per id: give rows distinct ids"
             )
     ids = list(items)
