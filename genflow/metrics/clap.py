@@ -75,7 +75,7 @@ def load_clap(name_or_path: str = CLAP_GENERAL, device: str | torch.device | Non
     try:
         processor = ClapProcessor.from_pretrained(name_or_path, local_files_only=local)
         model = ClapModel.from_pretrained(name_or_path, local_files_only=local)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # no such folder, hub unreachable, or an invalid id
         raise FileNotFoundError(
             f"could not load the CLAP checkpoint {name_or_path!r} ({e.__class__.__name__}: {str(e)[:200]}). "
             f"Expected a local folder with config.json, model.safetensors and the processor files, or a hub "

@@ -147,7 +147,12 @@ def load_panns(weights: str | os.PathLike | None = None, device: str | torch.dev
             f"PANNs CNN14-16k weights not found (given {weights!r}). Download {PANNS_URL} on a machine with "
             "internet, then pass --backend panns:/path/to/Cnn14_16k_mAP=0.438.pth or set GENFLOW_PANNS"
         )
-    model = Cnn14()
-    strict_load(model, map_official_keys(read_state_dict(weights)), str(weights),
+    sd = map_official_keys(read_state_dict(weights))
+    # Widths come from the weights' shapes (the official file gives the published 64..2048 CNN14).
+    widths = tuple(int(sd[f"conv_block{i}.conv1.weight"].shape[0]) if f"conv_block{i}.conv1.weight" in sd else w
+                   for i, w in zip(range(1, 7), (64, 128, 256, 512, 1024, 2048)))
+    classes = int(sd["fc_audioset.weight"].shape[0]) if "fc_audioset.weight" in sd else 527
+    model = Cnn14(widths, classes)
+    strict_load(model, sd, str(weights),
                 allow_missing=("num_batches_tracked",))
     return model.eval().to(device or "cpu")

@@ -137,6 +137,16 @@ def strict_load(model: nn.Module, sd: dict[str, torch.Tensor], source: str, allo
     model.load_state_dict({**own, **sd}, strict=True)
 
 
+def _sizes_from(sd: dict[str, torch.Tensor]) -> dict:
+    """Layer widths read from the weights' shapes (the official file gives the published VGGish)."""
+    conv = [int(sd[f"features.{i}.weight"].shape[0]) if f"features.{i}.weight" in sd else c
+            for i, c in zip((0, 3, 6, 8, 11, 13), (64, 128, 256, 256, 512, 512))]
+    channels = (conv[0], "M", conv[1], "M", conv[2], conv[3], "M", conv[4], conv[5], "M")
+    hidden = int(sd["embeddings.0.weight"].shape[0]) if "embeddings.0.weight" in sd else 4096
+    dim = int(sd["embeddings.4.weight"].shape[0]) if "embeddings.4.weight" in sd else 128
+    return {"channels": channels, "hidden": hidden, "dim": dim}
+
+
 def load_vggish(weights: str | os.PathLike | None = None, device: str | torch.device | None = None) -> VGGish:
     """VGGish with official weights from a local .pth/.safetensors file (default: $GENFLOW_VGGISH)."""
     weights = weights or os.environ.get("GENFLOW_VGGISH")
@@ -145,6 +155,7 @@ def load_vggish(weights: str | os.PathLike | None = None, device: str | torch.de
             f"VGGish weights not found (given {weights!r}). Download {VGGISH_URL} on a machine with internet, "
             "then pass --backend vggish:/path/to/vggish-10086976.pth or set GENFLOW_VGGISH"
         )
-    model = VGGish()
-    strict_load(model, read_state_dict(weights), str(weights))
+    sd = read_state_dict(weights)
+    model = VGGish(**_sizes_from(sd))
+    strict_load(model, sd, str(weights))
     return model.eval().to(device or "cpu")
