@@ -339,7 +339,9 @@ def train(
         logger.warning("%d unreadable clips were skipped during training", bad_files)
     release_dir = out / "release"
     with ema.applied():
-        weights = accelerator.get_state_dict(model)  # gathers full weights under FSDP (all ranks call)
+        # Gathers full weights under FSDP (all ranks call). Cloned: the state dict shares storage with
+        # the parameters, which get their raw values back when the context exits.
+        weights = {k: v.detach().clone() for k, v in accelerator.get_state_dict(model).items()}
     if accelerator.is_main_process:
         save_release(release_dir, accelerator.unwrap_model(model), weights, release)
         logger.info("release folder: %s", release_dir)
