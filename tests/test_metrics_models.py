@@ -120,3 +120,27 @@ def test_backend_resamples_files(tmp_path):
     assert torch.allclose(emb.embeddings[0][:, :24], emb.embeddings[1][:, :24], atol=0.01)
     with pytest.raises(ValueError, match="unknown embedding backend"):
         load_backend("openl3")
+
+
+def test_panns_backend_kl_and_is_through_folders(tmp_path):
+    from genflow.metrics.folders import evaluate_generation
+
+    sd = _official_panns_state_dict()
+    sd["fc_audioset.weight"] = sd["fc_audioset.weight"] * 0.002  # O(1) logits: softmax not saturated
+    torch.save({"model": sd}, tmp_path / "cnn14.pth")
+    ref, gen = tmp_path / "ref", tmp_path / "gen"
+    ref.mkdir(), gen.mkdir()
+    for i, f in enumerate([300.0, 900.0, 2000.0]):
+        sf.write(ref / f"{i}.wav", _sine(f, 1.0, 16000).numpy(), 16000)
+        sf.write(gen / f"{i}.wav", _sine(f * 1.5, 1.0, 16000).numpy(), 16000)
+    sf.write(gen / "extra.wav", _sine(500.0, 1.0, 16000).numpy(), 16000)  # no reference: not in KL
+    res = evaluate_generation(gen, ref, backend=f"panns:{tmp_path / 'cnn14.pth'}", progress=False)
+    m = res["metrics"]
+    assert res["backend"] == "panns-cnn14-16k" and res["n_kl_pairs"] == 3
+    assert m["is_mean"] >= 1.0 and m["fd"] > 0
+    same = evaluate_generation(ref, ref, backend=f"panns:{tmp_path / 'cnn14.pth'}", progress=False)["metrics"]
+    # Identical clips: FD 0 and KL ~0 (slightly negative: the 1e-6 inside the log, as in audioldm_eval).
+    assert same["fd"] == pytest.approx(0.0, abs=1e-6) and -1e-3 < same["kl_softmax"] <= 0
+    assert m["kl_softmax"] > same["kl_softmax"]
+    # The sigmoid "KL" is no divergence (sigmoid outputs do not sum to 1): it may go either way, even < 0.
+    assert math.isfinite(m["kl_sigmoid"]) and m["kl_sigmoid"] != pytest.approx(same["kl_sigmoid"])

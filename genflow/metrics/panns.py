@@ -25,7 +25,7 @@ from genflow.metrics.vggish import read_state_dict, strict_load
 
 PANNS_URL = "https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth"
 SAMPLE_RATE, N_FFT, HOP, N_MELS, FMIN, FMAX = 16000, 512, 160, 64, 50.0, 8000.0
-MIN_SECONDS = 1.0  # clips are zero-padded to this length so the five 2x time poolings stay defined
+MIN_SECONDS = 2.0  # shorter clips are zero-padded to 2 s, as audioldm_eval does (pad_short_audio, 32000 samples)
 
 
 def slaney_mel(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
@@ -108,8 +108,9 @@ class Cnn14(nn.Module):
 
     @torch.no_grad()
     def embed(self, wav: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(N,) 16 kHz waveform -> {"embedding": (1, 2048), "logits": (527,)} (short clips zero-padded)."""
+        """(N,) 16 kHz waveform -> {"embedding": (1, 2048), "logits": (527,)} (DC removed, padded to 2 s)."""
         wav = wav.float().reshape(1, -1).to(self.fc1.weight.device)
+        wav = wav - wav.mean()  # audioldm_eval removes the DC offset before PANNs
         min_len = int(MIN_SECONDS * SAMPLE_RATE)
         if wav.shape[1] < min_len:
             wav = F.pad(wav, (0, min_len - wav.shape[1]))

@@ -42,7 +42,7 @@ def vggish_mel_matrix(
 
 
 def vggish_log_mel(wav: torch.Tensor, mel: torch.Tensor | None = None) -> torch.Tensor:
-    """(N,) 16 kHz waveform -> (frames, 64) log-mel, frames = 1 + (N - 400) // 160 (clip padded to 1)."""
+    """(N,) 16 kHz waveform -> (frames, 64) log-mel, frames = 1 + (N - 400) // 160 (N >= 400 by padding)."""
     mel = vggish_mel_matrix().to(wav.device) if mel is None else mel
     wav = wav.float().reshape(-1)
     if wav.numel() < WIN:
