@@ -6,7 +6,8 @@
 
 Each clip is encoded and decoded at 16 kHz and compared with the input: STOI and PESQ (wide band) from the
 ``pystoi`` / ``pesq`` packages (``pip install genflow[eval]``), SI-SDR in dB, the mean absolute log-mel error
-of the re-encoded output in nats, and the real-time factor (encode + decode seconds / audio seconds, CPU).
+of the re-encoded output in nats, and the real-time factor (encode + decode seconds / audio seconds, CPU,
+best of 3 runs).
 Griffin-Lim invents the phase, so SI-SDR (which compares waveforms sample by sample) stays near or below 0 dB
 even when the audio is intelligible; STOI and PESQ are the meaningful figures. Prints a table; asserts nothing.
 """
@@ -63,10 +64,13 @@ def evaluate(spec: str, clips: list[torch.Tensor]) -> dict[str, float]:
     codec.decode(codec.encode(clips[0][None, :16000]))  # warm-up
     rows, seconds, audio_s = [], 0.0, 0.0
     for wav in clips:
-        t0 = time.perf_counter()
-        latent = codec.encode(wav[None])  # (1, T, C)
-        out = codec.decode(latent)[0]  # (hop * T,)
-        seconds += time.perf_counter() - t0
+        times = []
+        for _ in range(3):  # best of 3: the figure is the codec's cost, not other processes' load
+            t0 = time.perf_counter()
+            latent = codec.encode(wav[None])  # (1, T, C)
+            out = codec.decode(latent)[0]  # (hop * T,)
+            times.append(time.perf_counter() - t0)
+        seconds += min(times)
         audio_s += wav.numel() / 16000
         ref = wav[: out.numel()]
         logmel = (codec.encode(out[None]) - latent).abs().mean().item() * getattr(codec.config, "log_std", 1.0)

@@ -6,14 +6,16 @@
 Frame ``t`` is the STFT frame centred on sample ``t * hop`` (zero padding at the edges, not reflection, so a
 clip encodes the same alone or zero-padded in a batch); the last, partial hop is dropped, hence
 ``num_frames(N) = N // hop``. The STFT magnitude is divided by the window sum, so a full-scale sine reads
-0.5 whatever ``n_fft`` is. Mel filters are Slaney-style (librosa's default: linear below 1 kHz, log above,
-area-normalised), built in torch. The latent is ``(log(mel + eps) - log_mean) / log_std`` with fixed
-constants (defaults measured on 16 kHz speech, giving roughly zero mean and unit variance on speech), so
-values are O(1) and silence sits at about ``(log(eps) - log_mean) / log_std``.
+0.5 whatever ``n_fft`` is. Mel filters are Slaney-style (librosa's mel scale: linear below 1 kHz, log above,
+each filter summing to 1), built in torch. The latent is ``(log(mel + eps) - log_mean) / log_std`` with
+fixed constants -8 and 2 (rounded from the mean -8.3 and std 1.8 of log-mel over 120 Asterisk speech prompts
+at 16 kHz), so values on speech are O(1) (mean ~0, std ~0.9) and silence sits at (log(1e-5) + 8) / 2 = -1.76.
 
 Decoding is deterministic: the linear magnitude is recovered with the filterbank's pseudo-inverse (clamped
 at 0), and the phase by fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99) from a seeded random start.
-Quality is that of Griffin-Lim from a mel spectrogram: intelligible but phasey; see bench/mel_codec_quality.py.
+Quality is that of Griffin-Lim from a mel spectrogram: intelligible but phasey (on 5 speech prompts, STOI 0.84 /
+PESQ-wb 1.3 at the defaults, 0.97 / 2.8 with "mel:n_mels=128,frame_rate=50,griffin_lim_iters=64"; the 64-bin
+mel loses more than Griffin-Lim does); see bench/mel_codec_quality.py.
 It needs no weights, so tests, CI and the demo recipes run anywhere.
 """
 
@@ -44,7 +46,7 @@ class MelCodecConfig:
     n_fft: int | None = None  # None -> 4 * hop (75 % overlap, what Griffin-Lim needs)
     f_min: float = 0.0
     f_max: float | None = None  # None -> sample_rate / 2
-    eps: float = 1e-5  # log floor (about -100 dB re. a full-scale sine)
+    eps: float = 1e-5  # log floor (-94 dB re. the 0.5 of a full-scale sine)
     log_mean: float = -8.0  # latent = (log(mel + eps) - log_mean) / log_std
     log_std: float = 2.0
     griffin_lim_iters: int = 32
