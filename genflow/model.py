@@ -92,6 +92,7 @@ def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 1000
 
 def rope_tables(length: int, dim: int, base: float, device) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin (T, dim) in float32 for positions 0..T-1, rotate-half layout."""
+    # positions are frame indices: right padding never moves a valid frame, so padding stays invisible
     inv = 1.0 / base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
     f = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv)  # (T, dim/2)
     f = torch.cat([f, f], dim=-1)
@@ -116,6 +117,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, qk_norm: str, cross: bool = False):
         super().__init__()
         self.heads, self.cross = heads, cross
+        # official layout: q/k/v without bias, output projection with bias; fused for one GEMM
         if cross:
             self.q, self.kv = nn.Linear(dim, dim, bias=False), nn.Linear(dim, 2 * dim, bias=False)
         else:
@@ -131,6 +133,7 @@ class Attention(nn.Module):
             k, v = kv.permute(2, 0, 3, 1, 4)  # 2 x (B, H, L, hd)
         else:
             q, k, v = self.qkv(x).view(B, T, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
+        # qk-norm before RoPE (as released): bounded logits, so bf16 training of wide models stays stable
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
@@ -168,6 +171,7 @@ class AdaLN(nn.Module):
             self.linear = nn.Linear(dim, 6 * dim)
 
     def forward(self, t, shared=None):
+        # low rank costs 42*d*rank parameters per block instead of 6*d^2 (2 M vs 14 M at d=1536, rank 32)
         return shared + self.up(self.down(t)) if shared is not None else self.linear(t)
 
 
@@ -202,9 +206,9 @@ class DiTBlock(nn.Module):
         if self.uniflow_gate:  # zero-init adaLN then leaves every branch open, as in the release
             g1, g2 = torch.tanh(1 - g1), 1 - g2
         x = x + g1 * self.attn(modulate(self.norm1(x), shift1, scale1), attn_mask=self_mask, rope=rope)
-        if aligned is not None:
+        if aligned is not None:  # frame-level condition (e.g. noisy speech) re-injected in every block
             x = x + self.aligned_proj(self.aligned_norm(aligned))
-        if ctx is not None:
+        if ctx is not None:  # no adaLN or gate here: the released text path does not depend on time
             x = x + self.cross_attn(self.norm_cross(x), self.norm_ctx(ctx), attn_mask=ctx_mask)
         return x + g2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
@@ -275,7 +279,7 @@ class DiT(nn.Module):
         if isinstance(getattr(self, "null_text", None), nn.Parameter):
             nn.init.normal_(self.null_text, std=0.02)
         if isinstance(getattr(self, "null_aligned", None), nn.Parameter):
-            # not zero: the per-block LayerNorm of a constant vector has a 1/sqrt(eps) gradient
+            # not zero: LayerNorm of a constant (e.g. all-zero) vector has a 1/sqrt(eps) gradient
             nn.init.normal_(self.null_aligned, std=0.02)
         zero = [self.final_layer.adaLN, self.final_layer.linear]
         if self.config.adaln_rank:
@@ -390,7 +394,7 @@ class DiT(nn.Module):
                 h = checkpoint(blk, *args, use_reentrant=False)  # recompute activations in backward
             else:
                 h = blk(*args)
-            if i < self.num_in:
+            if i < self.num_in:  # U-ViT: in-block outputs feed the out blocks in reverse order
                 skips.append(h)
         return self.final_layer(h, t, valid).to(x.dtype)  # (B, T, C)
 
