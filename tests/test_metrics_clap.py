@@ -84,6 +84,9 @@ def test_clap_folder_backend_and_evaluate_with_captions(tiny_clap, tmp_path):
     assert result["best_worst"]["key"] == "clap_score"
 
 
-def test_clap_unavailable_gives_clear_message(tmp_path):
+def test_clap_unavailable_gives_clear_message(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="huggingface-cli download"):
         load_clap(str(tmp_path / "no-such-clap"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # hub id, not cached, hub unreachable: fail fast, name the fix
+    with pytest.raises(FileNotFoundError, match="laion/clap-htsat-unfused.*--backend ./clap"):
+        load_backend("clap")

@@ -67,20 +67,47 @@ class ClapEmbedder:
         return (self.embed_audio(wavs) * self.embed_text(texts)).sum(-1)
 
 
+def _cached(repo_id: str) -> bool:
+    """Whether the hub cache already holds this checkpoint's config."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except (ImportError, ValueError):
+        return False
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A 3 s TCP probe of the hub endpoint (respects HF_ENDPOINT and HF_HUB_OFFLINE)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def load_clap(name_or_path: str = CLAP_GENERAL, device: str | torch.device | None = None) -> ClapEmbedder:
     """ClapModel + ClapProcessor from a local folder or a hub id (never remote code)."""
     from transformers import ClapModel, ClapProcessor
 
-    local = Path(name_or_path).is_dir()
+    # Local folder or hub cache first; the hub only when reachable (its client retries for minutes).
+    local = Path(name_or_path).is_dir() or _cached(name_or_path) or not _hub_reachable()
     try:
         processor = ClapProcessor.from_pretrained(name_or_path, local_files_only=local)
         model = ClapModel.from_pretrained(name_or_path, local_files_only=local)
-    except (OSError, ValueError) as e:  # no such folder, hub unreachable, or an invalid id
+    except (OSError, ValueError) as e:  # no such folder, not cached and hub unreachable, or an invalid id
         raise FileNotFoundError(
             f"could not load the CLAP checkpoint {name_or_path!r} ({e.__class__.__name__}: {str(e)[:200]}). "
             f"Expected a local folder with config.json, model.safetensors and the processor files, or a hub "
             f"id such as {CLAP_GENERAL!r} / {CLAP_MUSIC!r} reachable online. Offline: on a machine with internet "
-            f"run `huggingface-cli download {CLAP_GENERAL} --local-dir clap` and pass --clap ./clap"
+            f"run `huggingface-cli download {CLAP_GENERAL} --local-dir clap`, then pass --clap ./clap (CLAP score) "
+            "or --backend ./clap (Fréchet distance on CLAP embeddings)"
         ) from e
     return ClapEmbedder(model.to(device or "cpu"), processor, str(name_or_path))
 
