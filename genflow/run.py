@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from genflow.cli import config_to_dict
@@ -29,7 +28,7 @@ from genflow.data import (
 )
 from genflow.model import DiT, DiTConfig
 from genflow.text import CachedTextEncoder, load_text_encoder
-from genflow.training import TrainConfig, train
+from genflow.training import TrainConfig, process_state, train
 
 logger = logging.getLogger("genflow.run")
 
@@ -91,7 +90,7 @@ def load_rows(manifest: str, audio_keys: tuple[str, ...], data: DataConfig) -> l
 
 def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Codec, CachedTextEncoder | None]:
     """Load the frozen codec/text encoder and fill the model's latent/text/aligned widths from them."""
-    state = PartialState()
+    state = process_state()
     codec = load_codec(cfg.codec, device=state.device)
     text_encoder = None
     if cfg.text_encoder:
@@ -107,7 +106,7 @@ def latent_cache(cfg: RunConfig, rows: list[dict], codec, keys: tuple[str, ...])
     if not cfg.data.cache:
         return None
     folder = Path(cfg.train.out) / "latents" if cfg.data.cache == "auto" else Path(cfg.data.cache)
-    state = PartialState()
+    state = process_state()
     build_latent_cache(rows, codec, folder, keys=keys, fp16=cfg.data.cache_fp16,
                        accelerator=state if state.num_processes > 1 else None)
     state.wait_for_everyone()
@@ -127,7 +126,7 @@ def run_training(
     resume: str | None,
 ) -> Path:
     """Build the DiT, the sampler and the conditioner, then run ``genflow.training.train``."""
-    state = PartialState()
+    state = process_state()
     set_seed(cfg.train.seed)  # the same initial weights on every process and in every rerun
     model = DiT(cfg.model)
     sampler = LengthBucketSampler(dataset.lengths, cfg.train.batch_size, seed=cfg.train.seed,

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import ProjectConfiguration, parse_flag_from_env, set_seed
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -133,6 +133,19 @@ def find_checkpoint(out: Path, resume: str) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
 
 
+def process_state() -> PartialState:
+    """The process group, on the CPU when asked (``accelerate launch --cpu``) or when there is no GPU.
+
+    Without ``cpu=True`` Accelerate treats several processes on a GPU-less machine (``torchrun
+    --nproc_per_node 2``) as unrelated single processes; with it they form a gloo process group.
+    """
+    return PartialState(cpu=_use_cpu())
+
+
+def _use_cpu() -> bool:
+    return parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+
+
 def _memory_gb(device: torch.device) -> float:
     """Peak memory: CUDA allocator peak on GPU, process max RSS on CPU."""
     if device.type == "cuda":
@@ -163,6 +176,7 @@ def train(
     out = Path(cfg.out)
     log_with = None if cfg.log_with == "none" else cfg.log_with
     accelerator = Accelerator(
+        cpu=_use_cpu(),
         gradient_accumulation_steps=cfg.grad_accum,
         mixed_precision=None if cfg.mixed_precision == "no" else cfg.mixed_precision,
         log_with=log_with,

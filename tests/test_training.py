@@ -126,3 +126,19 @@ def test_sigterm_leaves_a_resumable_checkpoint(tmp_path):
                                "--train.sample_every", "0"])
     assert (out / "release" / "model.safetensors").exists()
     shutil.rmtree(out)
+
+
+def test_two_processes_train_and_resume(tmp_path):
+    """DDP on CPU (gloo): sharded batches, one checkpoint written by the main process, then a resume."""
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            str(ROOT / "recipes" / "tta" / "train.py"), *FAST, "--out", str(out), "--train.sample_every", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for extra in (["--max-steps", "2"], ["--resume", "latest"]):
+        done = subprocess.run(base + extra, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    state = json.loads((out / "checkpoints" / "checkpoint-4" / "genflow_state.json").read_text())
+    assert state["step"] == 4
+    log = json.loads((out / "config.json").read_text())
+    assert log["train"]["batch_size"] == 2
+    assert "samples_per_s" in done.stderr and (out / "release" / "model.safetensors").exists()
