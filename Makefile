@@ -18,8 +18,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+DEMO_STEPS ?= 1000
+DEMO_PROMPTS := --prompt "a house music kick drum hit" --prompt "an ambient choir pad" \
+	--prompt "a crisp snare drum hit" --prompt "the amen break drum loop"
+
 demo: $(STAMP)
-	$(PY) -m genflow.codecs reconstruct tests/fixtures/audio/speech.wav runs/demo/speech_mel.wav --codec mel
+	$(VENV)/bin/accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+		recipes/tta/train.py --out runs/tta-demo --max-steps $(DEMO_STEPS)
+	$(PY) recipes/tta/sample.py --checkpoint runs/tta-demo/release $(DEMO_PROMPTS) --seed 0 \
+		--out runs/tta-demo/generated
+	@echo "Generated clips, sidecars and spectrograms.png are in runs/tta-demo/generated/"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
