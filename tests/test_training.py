@@ -142,3 +142,22 @@ def test_two_processes_train_and_resume(tmp_path):
     log = json.loads((out / "config.json").read_text())
     assert log["train"]["batch_size"] == 2
     assert "samples_per_s" in done.stderr and (out / "release" / "model.safetensors").exists()
+
+
+def test_tensorboard_gets_scalars_audio_and_spectrograms(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    recipe("tta").main(["--preset", "tiny", "--out", str(out), "--max-steps", "2", "--train.sample_every", "2",
+                        "--train.log_with", "tensorboard"])
+    events = [p for p in (out / "logs").rglob("events.out.tfevents.*") if p.stat().st_size > 1000]
+    tags = {}
+    for path in events:
+        acc = EventAccumulator(str(path), size_guidance={"audio": 0, "images": 0, "scalars": 0})
+        acc.Reload()
+        for kind, names in acc.Tags().items():
+            if isinstance(names, list):
+                tags.setdefault(kind, set()).update(names)
+    assert {"loss", "lr", "grad_norm", "steps_per_s", "samples_per_s", "memory_gb"} <= tags["scalars"]
+    assert {"sample/00", "sample/01"} <= tags["audio"]
+    assert {"spectrogram/00", "spectrogram/01"} <= tags["images"]
