@@ -41,10 +41,12 @@ class Generator:
     """An eval-mode DiT with its frozen codec and text encoder; ``generate`` and ``enhance``."""
 
     def __init__(self, model: torch.nn.Module, codec: Codec, text_encoder=None, *, defaults: dict | None = None,
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None, codec_id: str | None = None, text_encoder_id: str | None = None):
         self.model, self.codec, self.text_encoder = model, codec, text_encoder
         self.defaults = {**DEFAULTS, **(defaults or {})}
-        self.dtype = dtype  # autocast dtype on GPU (e.g. torch.bfloat16); None = fp32
+        self.dtype = None if dtype == torch.float32 else dtype  # autocast dtype (e.g. torch.bfloat16); None = fp32
+        # What the release named them (for sidecars / reports); None when built by hand.
+        self.codec_id, self.text_encoder_id = codec_id, text_encoder_id
 
     @property
     def device(self) -> torch.device:
@@ -73,15 +75,26 @@ class Generator:
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], duration_s: float | None = None, steps: int | None = None,
                  guidance_scale: float | None = None, sampler: str | None = None, schedule: str | None = None,
-                 seed: int = 0, batch_size: int = 8, progress: bool = False) -> list[torch.Tensor]:
-        """Text prompts -> one (N,) waveform at ``sample_rate`` per prompt."""
+                 seed: int | Sequence[int] = 0, batch_size: int = 8, progress: bool = False) -> list[torch.Tensor]:
+        """Text prompts -> one (N,) waveform at ``sample_rate`` per prompt.
+
+        ``seed`` is one seed for every prompt or a list with one seed per prompt; a clip depends only on
+        its prompt, seed and settings, never on the batch it was drawn in.
+        """
         if self.text_encoder is None:
             raise ValueError("this model has no text encoder (an enhancement model?): use enhance() instead")
         if isinstance(prompts, str):
             prompts = [prompts]
         if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
             raise ValueError(f"prompts must be non-empty strings, got {prompts!r}")
+        seeds = [int(seed)] * len(prompts) if isinstance(seed, int) else [int(s) for s in seed]
+        if len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed or one per prompt")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: expected a positive integer")
         duration = float(self._setting("duration_s", duration_s))
+        if duration <= 0:
+            raise ValueError(f"duration_s={duration}: expected a positive number of seconds")
         frames = max(1, round(duration * self.codec.frame_rate))
         if frames * self.codec.hop_length < 1:
             raise ValueError(f"duration_s={duration} is too short for this codec")
@@ -89,7 +102,8 @@ class Generator:
         batches = range(0, len(prompts), batch_size)
         for start in tqdm(batches, desc="generate", disable=not progress or len(batches) == 1):
             chunk = list(prompts[start : start + batch_size])
-            noise = torch.stack([make_noise((frames, self.codec.latent_dim), seed=seed) for _ in chunk])
+            noise = torch.stack([make_noise((frames, self.codec.latent_dim), seed=s)
+                                 for s in seeds[start : start + batch_size]])
             text, text_mask = self.text_encoder(chunk)
             latent = self._sample(noise.to(self.device), text=text.float().to(self.device),
                                   text_mask=text_mask.to(self.device), steps=steps, guidance_scale=guidance_scale,
@@ -170,6 +184,11 @@ def load(path_or_hub_id: str, device: str | torch.device | None = None, dtype: t
     from genflow.text import CachedTextEncoder, load_text_encoder
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # The weights stay fp32; ``dtype`` is the autocast dtype. CPU autocast runs bf16 only.
+    if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype={dtype}: expected None/torch.float32 (fp32), torch.bfloat16 or torch.float16")
+    if dtype == torch.float16 and device.type == "cpu":
+        raise ValueError("dtype=torch.float16 is not supported on CPU; use torch.bfloat16 or None (fp32)")
     model, meta, folder = load_release(path_or_hub_id, revision=revision)
     codec_id = meta["codec"]
     codec_path = folder / codec_id
@@ -178,6 +197,5 @@ def load(path_or_hub_id: str, device: str | torch.device | None = None, dtype: t
     if meta.get("text_encoder"):
         text_encoder = CachedTextEncoder(load_text_encoder(meta["text_encoder"], device=device))
     model = model.to(device).eval()
-    if dtype is not None and device.type == "cpu" and dtype != torch.bfloat16:
-        raise ValueError(f"dtype {dtype} is not supported on CPU; use None (fp32) or torch.bfloat16")
-    return Generator(model, codec, text_encoder, defaults=meta.get("defaults"), dtype=dtype)
+    return Generator(model, codec, text_encoder, defaults=meta.get("defaults"), dtype=dtype, codec_id=codec_id,
+                     text_encoder_id=meta.get("text_encoder"))

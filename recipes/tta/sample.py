@@ -1,0 +1,13 @@
+"""Text-to-audio sampling: prompts -> WAVs + JSON sidecars + a spectrogram grid (see genflow.sampling_cli).
+
+    python recipes/tta/sample.py --checkpoint runs/tta-demo/release --prompt "a dog barking" --out samples/tta
+    python recipes/tta/sample.py --checkpoint runs/tta-base/release --prompts-file prompts.jsonl \\
+        --duration 10 --steps 25 --cfg 3 --num-seeds 4 --out samples/tta
+"""
+
+import sys
+
+from genflow.sampling_cli import main
+
+if __name__ == "__main__":
+    main(sys.argv[1:], description=__doc__)

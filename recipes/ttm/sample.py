@@ -1,0 +1,13 @@
+"""Text-to-music sampling: prompts -> WAVs + JSON sidecars + a spectrogram grid (see genflow.sampling_cli).
+
+    python recipes/ttm/sample.py --checkpoint runs/ttm-demo/release --prompt "calm piano, 80 bpm" --out samples/ttm
+    python recipes/ttm/sample.py --checkpoint runs/ttm-base/release --prompts-file prompts.jsonl \\
+        --duration 10 --steps 25 --cfg 3 --num-seeds 4 --out samples/ttm
+"""
+
+import sys
+
+from genflow.sampling_cli import main
+
+if __name__ == "__main__":
+    main(sys.argv[1:], description=__doc__)
