@@ -95,9 +95,8 @@ class Generator:
         duration = float(self._setting("duration_s", duration_s))
         if duration <= 0:
             raise ValueError(f"duration_s={duration}: expected a positive number of seconds")
-        frames = max(1, round(duration * self.codec.frame_rate))
-        if frames * self.codec.hop_length < 1:
-            raise ValueError(f"duration_s={duration} is too short for this codec")
+        n_samples = max(1, round(duration * self.codec.sample_rate))
+        frames = max(1, self.codec.num_frames(n_samples))
         out: list[torch.Tensor] = []
         batches = range(0, len(prompts), batch_size)
         for start in tqdm(batches, desc="generate", disable=not progress or len(batches) == 1):
@@ -108,7 +107,8 @@ class Generator:
             latent = self._sample(noise.to(self.device), text=text.float().to(self.device),
                                   text_mask=text_mask.to(self.device), steps=steps, guidance_scale=guidance_scale,
                                   sampler=sampler, schedule=schedule, progress=progress and len(batches) == 1)
-            audio = self.codec.decode(latent).float().cpu()
+            audio = self.codec.decode(latent).float().cpu()  # (B, ~n_samples): trim/pad to the exact length
+            audio = torch.nn.functional.pad(audio, (0, max(0, n_samples - audio.shape[1])))[:, :n_samples]
             out.extend(audio[i] for i in range(len(chunk)))
         return out
 
@@ -138,11 +138,12 @@ class Generator:
         overlap = min(overlap, chunk // 2)
         stride = chunk - overlap
         n_chunks = 1 if n <= chunk else 1 + math.ceil((n - chunk) / stride)
-        padded = torch.nn.functional.pad(x, (0, (n_chunks - 1) * stride + chunk - n)) if n_chunks > 1 else x
+        # Pad to whole windows (one window: to whole codec frames) so every sample gets decoded output.
+        width = chunk if n_chunks > 1 else math.ceil(n / hop) * hop
+        padded = torch.nn.functional.pad(x, (0, (n_chunks - 1) * stride + width - n))
         total_frames = self.codec.num_frames(padded.numel()) + 1
         noise_all = make_noise((total_frames, self.codec.latent_dim), seed=seed)
         starts = [i * stride for i in range(n_chunks)]
-        width = chunk if n_chunks > 1 else n
         out = torch.zeros(padded.numel())
         weight = torch.zeros(padded.numel())
         fade = self._fade(width, overlap, n_chunks)
@@ -156,8 +157,13 @@ class Generator:
             clean = self.codec.decode(latent).float().cpu()
             for s, piece in zip(group, clean):
                 m = min(piece.numel(), width)
-                out[s : s + m] += piece[:m] * fade[:m]
-                weight[s : s + m] += fade[:m]
+                w = fade.clone()
+                if s == 0:  # nothing to fade against before the first window or after the last
+                    w[:overlap] = 1.0
+                if s == starts[-1]:
+                    w[width - overlap :] = 1.0
+                out[s : s + m] += piece[:m] * w[:m]
+                weight[s : s + m] += w[:m]
         # Where the decoder's output was shorter than the window (codec frame rounding) nothing was
         # written; dividing by the summed fade weights keeps the crossfade exact elsewhere.
         out = torch.where(weight > 1e-6, out / weight.clamp_min(1e-6), torch.zeros_like(out))[:n]
