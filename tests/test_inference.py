@@ -39,6 +39,11 @@ def releases(tmp_path_factory) -> dict[str, Path]:
     for name in ("tta", "se"):
         script(f"recipes/{name}/train.py").main(QUIET + ["--out", str(root / name)])
         out[name] = root / name / "release"
+        # Same latents, faster decoder: 32 Griffin-Lim iterations take ~2.5 s per second of audio on CPU.
+        meta_path = out[name] / "pipeline.json"
+        meta = json.loads(meta_path.read_text())
+        assert meta["codec"] == "mel"
+        meta_path.write_text(json.dumps({**meta, "codec": "mel:griffin_lim_iters=4"}))
     return out
 
 
@@ -68,7 +73,7 @@ def test_sample_cli_is_deterministic_and_writes_sidecars_and_grid(releases, tmp_
     assert meta["prompt"] == "a dog barks" and meta["id"] == "dog/1" and meta["seed"] == 1
     assert meta["steps"] == 2 and meta["guidance_scale"] == 2.0 and meta["duration_s"] == 0.5
     assert meta["sampler"] == "euler" and meta["schedule"] == "sway"  # the release's defaults
-    assert meta["checkpoint"] == str(releases["tta"]) and meta["codec"] == "mel"
+    assert meta["checkpoint"] == str(releases["tta"]) and meta["codec"] == "mel:griffin_lim_iters=4"
     assert meta["text_encoder"] == "tiny-t5" and meta["genflow_version"] == genflow.__version__
     assert meta["elapsed_s"] > 0
     assert (tmp_path / "a" / "spectrograms.png").stat().st_size > 1000
@@ -152,10 +157,11 @@ def test_chunked_enhancement_matches_one_shot_without_seams(releases):
     chunked = gen.enhance(wav, sr, steps=2, chunk_s=1.0, overlap_s=0.25, batch_size=2).numpy()
     assert chunked.shape == whole.shape == (3 * sr,)
     # A 1-step model with global attention (and the mel codec's Griffin-Lim phase) differs per window, so the
-    # waveforms are not comparable sample by sample; their log-mel spectrograms must match (measured: corr 0.95,
-    # 1.9 dB mean difference; the same output vs its input: corr 0.04).
+    # waveforms are not comparable sample by sample; their log-mel spectrograms must match. Measured with the
+    # 4-iteration Griffin-Lim of the fixture: corr 0.90, 4.2 dB mean difference (0.95 / 1.9 dB with 32
+    # iterations); unrelated spectrograms (this output vs its input) correlate at 0.04.
     a, b = log_mel_db(torch.from_numpy(whole), sr), log_mel_db(torch.from_numpy(chunked), sr)
-    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.85 and np.abs(a - b).mean() < 4.0
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.8 and np.abs(a - b).mean() < 6.0
     # No seam: around the window joins (stride 0.75 s) the sample-to-sample jumps are like those elsewhere.
     jumps = np.abs(np.diff(chunked))
     joins = [int(k * 0.75 * sr) for k in range(1, 4)]
