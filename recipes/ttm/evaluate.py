@@ -9,33 +9,16 @@ Backends: mel-stats (offline, weight-free, NOT comparable to published FAD), vgg
 panns[:weights] (adds KL + IS), clap[:id-or-folder], or a local CLAP folder. See docs/evaluation.md.
 """
 
-import argparse
+import sys
 
 from genflow.metrics.clap import CLAP_MUSIC
-from genflow.metrics.folders import evaluate_generation
-from genflow.metrics.report import report_generation
+from genflow.metrics.cli import evaluate_generation_main
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--generated", required=True, help="folder of generated clips, named by clip id")
-    p.add_argument("--reference", required=True, help="folder of reference clips, or a stats .npz")
-    p.add_argument("--captions", default=None, help="JSONL manifest with captions: adds the CLAP score")
-    p.add_argument("--backend", default="mel-stats", help="embedding for FD: mel-stats|vggish|panns|clap[:path]")
-    p.add_argument("--clap", default=None, help=f"CLAP id/folder for the score (default {CLAP_MUSIC})")
-    p.add_argument("--save-reference-stats", default=None, help="write the reference statistics to this .npz")
-    p.add_argument("--out", default="eval_ttm.json", help="JSON report path (PNGs are written beside it)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default=None)
-    args = p.parse_args(argv)
-    result = evaluate_generation(
-        args.generated, args.reference, backend=args.backend, captions=args.captions,
-        clap=args.clap or (CLAP_MUSIC if args.captions else None), save_reference_stats=args.save_reference_stats,
-        batch_size=args.batch_size, device=args.device,
-    )
-    report_generation(result, args.out)
-    return result
+    """Evaluate, write the JSON and PNGs, print the markdown table; returns the result dict."""
+    return evaluate_generation_main(argv, description=__doc__, default_clap=CLAP_MUSIC, default_out="eval_ttm.json")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,0 +1,30 @@
+"""The command line shared by ``recipes/tta/evaluate.py`` and ``recipes/ttm/evaluate.py``."""
+
+from __future__ import annotations
+
+import argparse
+
+from genflow.metrics.folders import evaluate_generation
+from genflow.metrics.report import report_generation
+
+
+def evaluate_generation_main(argv: list[str] | None, *, description: str, default_clap: str, default_out: str):
+    """Parse ``--generated/--reference/...``, evaluate, write JSON + PNGs, print the table; returns the result."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--generated", required=True, help="folder of generated clips, named by clip id")
+    p.add_argument("--reference", required=True, help="folder of reference clips, or a stats .npz")
+    p.add_argument("--captions", default=None, help="JSONL manifest with captions: adds the CLAP score")
+    p.add_argument("--backend", default="mel-stats", help="embedding for FD: mel-stats|vggish|panns|clap[:path]")
+    p.add_argument("--clap", default=None, help=f"CLAP id/folder for the score (default {default_clap})")
+    p.add_argument("--save-reference-stats", default=None, help="write the reference statistics to this .npz")
+    p.add_argument("--out", default=default_out, help="JSON report path (PNGs are written beside it)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None)
+    args = p.parse_args(argv)
+    result = evaluate_generation(
+        args.generated, args.reference, backend=args.backend, captions=args.captions,
+        clap=args.clap or (default_clap if args.captions else None), save_reference_stats=args.save_reference_stats,
+        batch_size=args.batch_size, device=args.device,
+    )
+    report_generation(result, args.out)
+    return result
