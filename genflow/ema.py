@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -14,7 +15,7 @@ class EMA:
 
     Works on whatever tensors ``model.parameters()`` holds after ``accelerator.prepare``, so under FSDP
     each process averages its own shard. ``applied()`` swaps the averaged weights in (for sampling and
-    release) and back. ``state_dict``/``load_state_dict`` make it checkpointable by Accelerate.
+    release) and back. ``save``/``load`` write one safetensors file per shard (no pickle).
     """
 
     def __init__(self, params: Iterable[nn.Parameter], decay: float = 0.999, warmup: bool = True):
@@ -53,6 +54,25 @@ class EMA:
             for p, b in zip(self.params, backup):
                 p.copy_(b)
 
+    def save(self, path: str | Path) -> None:
+        """Write this process's shadows to safetensors (under FSDP each process holds, and saves, its shard)."""
+        from safetensors.torch import save_file
+
+        tensors = {f"shadow.{i}": _local(t).detach().contiguous().cpu() for i, t in enumerate(self.shadow)}
+        save_file(tensors, str(path), metadata={"decay": str(self.decay), "num_updates": str(self.num_updates)})
+
+    def load(self, path: str | Path) -> None:
+        """Read shadows written by ``save`` (same model, same sharding)."""
+        from safetensors import safe_open
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no EMA weights in this checkpoint; resume with the process count "
+                                    "and sharding (DDP/FSDP) it was saved with")
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+            self.load_state_dict({"shadow": [f.get_tensor(f"shadow.{i}") for i in range(len(f.keys()))],
+                                  "decay": float(meta["decay"]), "num_updates": int(meta["num_updates"])})
+
     def state_dict(self) -> dict:
         """Checkpointable state (tensors, ints and floats only: loads with weights_only=True)."""
         return {"shadow": self.shadow, "decay": self.decay, "num_updates": self.num_updates}
@@ -64,8 +84,14 @@ class EMA:
             raise ValueError(f"EMA state has {len(shadow)} tensors, the model has {len(self.shadow)}: "
                              "resume with the same model config")
         for mine, theirs in zip(self.shadow, shadow):
+            mine = _local(mine)
             if mine.shape != theirs.shape:
                 raise ValueError(f"EMA tensor shape {tuple(theirs.shape)} != model's {tuple(mine.shape)}")
             mine.copy_(theirs)
         self.decay = float(state["decay"])
         self.num_updates = int(state["num_updates"])
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This process's part of a tensor: the local shard of an FSDP2 DTensor, else the tensor itself."""
+    return t.to_local() if hasattr(t, "to_local") else t

@@ -201,7 +201,9 @@ def load(path_or_hub_id: str, device: str | torch.device | None = None, dtype: t
     codec = load_codec(str(codec_path) if codec_path.is_dir() else codec_id, device=device)
     text_encoder = None
     if meta.get("text_encoder"):
-        text_encoder = CachedTextEncoder(load_text_encoder(meta["text_encoder"], device=device))
+        text_path = folder / meta["text_encoder"]  # a folder shipped inside the release, else an id
+        name = str(text_path) if text_path.is_dir() else meta["text_encoder"]
+        text_encoder = CachedTextEncoder(load_text_encoder(name, device=device))
     model = model.to(device).eval()
     return Generator(model, codec, text_encoder, defaults=meta.get("defaults"), dtype=dtype, codec_id=codec_id,
                      text_encoder_id=meta.get("text_encoder"))

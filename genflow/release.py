@@ -30,10 +30,21 @@ def save_release(folder: str | os.PathLike, model: DiT, state_dict: dict[str, to
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, state_dict=state_dict)
     meta = {"format": FORMAT, **pipeline}
+    # A codec or text encoder given as a local folder travels inside the release, so the release loads
+    # from any working directory or from the hub; ids (hub names, "mel", "minilm") are kept as they are.
+    for key in ("codec", "text_encoder"):
+        if meta.get(key) and Path(meta[key]).is_dir():
+            shutil.copytree(meta[key], tmp / key)
+            meta[key] = key
     (tmp / "pipeline.json").write_text(json.dumps(meta, indent=2) + "\n")
+    old = folder.with_name(folder.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
     if folder.exists():
-        shutil.rmtree(folder)
+        os.replace(folder, old)  # never a moment with no release on disk but the .old one
     os.replace(tmp, folder)
+    if old.exists():
+        shutil.rmtree(old)
     return folder
 
 
@@ -47,9 +58,13 @@ def load_release(path_or_hub_id: str | os.PathLike, revision: str | None = None)
                                     "pass RUN/release from a training run")
         from huggingface_hub import snapshot_download
 
-        folder = Path(snapshot_download(text, revision=revision,
-                                        allow_patterns=["config.json", "model.safetensors", "pipeline.json",
-                                                        "codec/*"]))
+        try:
+            folder = Path(snapshot_download(text, revision=revision,
+                                            allow_patterns=["config.json", "model.safetensors", "pipeline.json",
+                                                            "codec/*", "text_encoder/*"]))
+        except Exception as e:  # offline, unknown repo, no access: say both lookups failed
+            raise FileNotFoundError(f"{text!r} is not a local folder, and fetching it as a hub id failed "
+                                    f"({type(e).__name__}: {e}); check the path or the repo name") from e
     meta_path = folder / "pipeline.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: {folder} is not a genflow release folder "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import ProjectConfiguration, parse_flag_from_env, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, parse_flag_from_env, set_seed
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -129,7 +129,9 @@ def find_checkpoint(out: Path, resume: str) -> Path | None:
             raise FileNotFoundError(f"--resume {resume}: not a genflow training checkpoint (no genflow_state.json); "
                                     f"pass a folder under RUN/checkpoints/ or 'latest'")
         return path
-    done = [p for p in (out / "checkpoints").glob("checkpoint-*") if (p / "genflow_state.json").exists()]
+    # checkpoint-N only: a checkpoint-N.tmp left by a kill during the rename is incomplete by definition.
+    done = [p for p in (out / "checkpoints").glob("checkpoint-*")
+            if p.name.split("-", 1)[1].isdigit() and (p / "genflow_state.json").exists()]
     return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
 
 
@@ -201,8 +203,12 @@ def train(
     model, optimizer = accelerator.prepare(model, optimizer)
     ema = EMA(model.parameters(), decay=cfg.ema_decay)
     state = RunState()
-    for obj in (scheduler, ema, state):
+    for obj in (scheduler, state):
         accelerator.register_for_checkpointing(obj)
+    # Accelerate saves registered objects from the main process only; sharded (FSDP) EMA needs every
+    # process to write its own shard, so the EMA is saved beside the Accelerate state by hand.
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+    ema_file = f"ema-rank{accelerator.process_index}.safetensors" if sharded else "ema.safetensors"
     sigma_sampler = TimestepSampler(kind=cfg.timesteps, mean=cfg.timestep_mean, std=cfg.timestep_std,
                                     shift=cfg.timestep_shift)
 
@@ -212,6 +218,7 @@ def train(
             logger.info("--resume latest: no checkpoint in %s, starting from scratch", out / "checkpoints")
         else:
             accelerator.load_state(str(ckpt))
+            ema.load(ckpt / ema_file)
             logger.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, state.step, state.epoch,
                         state.batch_in_epoch)
 
@@ -227,6 +234,8 @@ def train(
             shutil.rmtree(tmp)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(tmp))
+        if sharded or accelerator.is_main_process:
+            ema.save(tmp / ema_file)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             (tmp / "genflow_state.json").write_text(json.dumps(state.state_dict()))
