@@ -43,13 +43,16 @@ def _convert(key: str, text: str, hint: Any) -> Any:
             return None
         return _convert(key, text, args[0]) if len(args) == 1 else text
     if origin in (list, tuple, Sequence) or hint in (list, tuple):
-        try:
-            items = json.loads(text) if text.strip().startswith("[") else text.split(",")
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--{key}: could not parse {text!r} as a list ({e}); use a,b,c or JSON") from e
         item_t = args[0] if args else str
         if item_t is Ellipsis:
             item_t = str
+        try:
+            if text.strip().startswith("["):
+                items = json.loads(text)
+            else:  # strings (prompts, paths) may hold commas: several of them need the JSON form
+                items = [text] if item_t is str else text.split(",")
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--{key}: could not parse {text!r} as a JSON list ({e})") from e
         items = [_convert(key, str(i), item_t) for i in items]
         return tuple(items) if origin is tuple or hint is tuple else items
     if hint is bool:

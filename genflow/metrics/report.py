@@ -46,23 +46,18 @@ def markdown_table(rows: Mapping[str, Mapping[str, float]], digits: int = 4) -> 
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_metric_bars(rows: Mapping[str, Mapping[str, float]], path: str | os.PathLike) -> Path:
     """One bar chart per metric (bars = rows, e.g. enhanced vs noisy), saved as a PNG."""
-    plt = _pyplot()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: the user's backend is untouched
+    from matplotlib.figure import Figure
+
     cols = [c for c in dict.fromkeys(k for r in rows.values() for k in r)
             if any(isinstance(r.get(c), int | float) and math.isfinite(r.get(c)) for r in rows.values())]
     if not cols:
         raise ValueError("no finite metric to plot")
-    fig, axes = plt.subplots(1, len(cols), figsize=(2.4 * len(cols) + 0.5, 3.0), squeeze=False)
+    fig = Figure(figsize=(2.4 * len(cols) + 0.5, 3.0))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(cols), squeeze=False)
     for ax, c in zip(axes[0], cols):
         names = list(rows)
         vals = [rows[n].get(c, math.nan) for n in names]
@@ -73,7 +68,6 @@ def plot_metric_bars(rows: Mapping[str, Mapping[str, float]], path: str | os.Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
