@@ -38,7 +38,7 @@ def make_loader(rows, codec, cache, args) -> DataLoader:
                           max_frames=max_frames)
     sampler = LengthBucketSampler(ds.lengths, args.batch_size, seed=0)
     return DataLoader(ds, batch_sampler=sampler, num_workers=args.num_workers,
-                      collate_fn=lambda items: collate(items, codec.hop_length),
+                      collate_fn=collate,
                       persistent_workers=args.num_workers > 0)
 
 

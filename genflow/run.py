@@ -7,7 +7,6 @@ conditioning keys and its preview. Everything here is task-agnostic.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -135,8 +134,7 @@ def run_training(
                               aligned_key=aligned_key)
     release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None,
                "defaults": dataclasses.asdict(cfg.sampling)}
-    collate_fn = functools.partial(collate, hop_length=codec.hop_length)
-    return train(cfg.train, model, dataset, sampler, collate_fn, conditioner, release=release,
+    return train(cfg.train, model, dataset, sampler, collate, conditioner, release=release,
                  run_config=config_to_dict(cfg), preview=preview, resume=resume)
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import torch
 
 
-def collate(items: list[dict | None], hop_length: int | None = None) -> dict:
+def collate(items: list[dict | None]) -> dict:
     """Pad a list of items into a batch; None items (bad clips) are dropped and counted.
 
     Latents (T, C) -> (B, T, C) + "mask" (B, T) bool; waveforms (N,) -> (B, N) + "audio_mask" (B, N)
-    + "num_frames" (B,) = ceil(N / hop_length) when ``hop_length`` is given. Every tensor of an item
-    shares its length (e.g. "clean" and "noisy"). Strings and other values become lists.
+    (latent frame counts of audio are the codec's business: ``Codec.num_frames``). Every tensor of an
+    item shares its length (e.g. "clean" and "noisy"). Strings and other values become lists.
     """
     kept = [it for it in items if it is not None]
     if not kept:
@@ -30,8 +30,6 @@ def collate(items: list[dict | None], hop_length: int | None = None) -> dict:
         valid = torch.arange(batch[tensor_keys[0]].shape[1])[None, :] < lengths[:, None]  # (B, T or N)
         if kept[0][tensor_keys[0]].dim() == 1:
             batch["audio_mask"] = valid
-            if hop_length is not None:
-                batch["num_frames"] = (lengths + hop_length - 1) // hop_length
         else:
             batch["mask"] = valid
     batch["num_skipped"] = len(items) - len(kept)
