@@ -43,7 +43,7 @@ DEMO = RunConfig(
     data=DataConfig(train=str(DEMO_DATA / "train.jsonl"), noise=str(DEMO_DATA / "noise_train.jsonl"), cache="",
                     max_seconds=3.0),
     model=replace(DIT["small"], long_skip=False),
-    train=TrainConfig(out="runs/se-demo", max_steps=1500, batch_size=16, lr=5e-4, warmup_steps=100,
+    train=TrainConfig(out="runs/se-demo", max_steps=5000, batch_size=16, lr=5e-4, warmup_steps=100,
                       aligned_dropout=0.1, save_every=500, sample_every=500, log_every=25),
     sampling=SamplingConfig(steps=10, guidance_scale=1.0, schedule="linear"),
     preview=tuple(str(DEMO_DATA / "test" / "noisy" / f) for f in (
