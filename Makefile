@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-DEMO_STEPS ?= 1000
+DEMO_STEPS ?= 3000
 DEMO_PROMPTS := --prompt "a house music kick drum hit" --prompt "an ambient choir pad" \
 	--prompt "a crisp snare drum hit" --prompt "the amen break drum loop"
 

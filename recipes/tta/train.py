@@ -29,7 +29,7 @@ DEMO = RunConfig(
     text_encoder="minilm",
     data=DataConfig(train=str(DEMO_DATA / "train.jsonl"), max_seconds=4.0),
     model=DIT["small"],
-    train=TrainConfig(out="runs/tta-demo", max_steps=1500, batch_size=16, lr=5e-4, warmup_steps=100,
+    train=TrainConfig(out="runs/tta-demo", max_steps=5000, batch_size=16, lr=5e-4, warmup_steps=100,
                       save_every=500, sample_every=500, log_every=25),
     sampling=SamplingConfig(duration_s=3.0, steps=25, guidance_scale=3.0),
     preview=("a house music kick drum hit", "an ambient choir pad", "a crisp snare drum hit",
