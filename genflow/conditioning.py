@@ -34,10 +34,15 @@ class Conditioner(nn.Module):
 
     @torch.no_grad()
     def encode_audio(self, audio: torch.Tensor, audio_mask: torch.Tensor | None = None):
-        """(B, N) waveforms (zero-padded, ``audio_mask`` True = valid) -> latents (B, T, C), mask (B, T)."""
-        lengths = audio_mask.sum(-1) if audio_mask is not None else torch.full(audio.shape[:1], audio.shape[-1])
-        latent = self.codec.encode(audio, attention_mask=audio_mask).float()
-        frames = torch.tensor([self.codec.num_frames(int(n)) for n in lengths.tolist()], device=latent.device)
+        """(B, N) waveforms (zero-padded, ``audio_mask`` True = valid) -> latents (B, T, C), mask (B, T).
+
+        Pass ``audio_mask`` as collate made it (on the CPU): the frame counts are read from it there, so
+        encoding on the GPU costs no host sync.
+        """
+        lengths = audio_mask.sum(-1).tolist() if audio_mask is not None else [audio.shape[-1]] * audio.shape[0]
+        device_mask = audio_mask.to(audio.device, non_blocking=True) if audio_mask is not None else None
+        latent = self.codec.encode(audio, attention_mask=device_mask).float()
+        frames = torch.tensor([self.codec.num_frames(int(n)) for n in lengths]).to(latent.device, non_blocking=True)
         mask = torch.arange(latent.shape[1], device=latent.device)[None, :] < frames[:, None]
         return latent * mask[..., None], mask
 
@@ -61,8 +66,7 @@ class Conditioner(nn.Module):
             mask = mask.to(device).bool() if mask is not None else torch.ones(value.shape[:2], dtype=torch.bool,
                                                                               device=device)
             return value * mask[..., None], mask
-        audio_mask = batch.get("audio_mask")
-        return self.encode_audio(value, audio_mask.to(device) if audio_mask is not None else None)
+        return self.encode_audio(value, batch.get("audio_mask"))
 
     def forward(self, batch: dict, device: torch.device) -> dict:
         """Collated batch -> ``{"x", "mask", "text", "text_mask", "aligned"}`` on ``device``."""
