@@ -1,7 +1,8 @@
 """Train throughput: steps/s and samples/s with cached latents vs on-the-fly encoding, and the loader alone.
 
-Each train step is the training step (Conditioner -> flow_loss -> backward -> AdamW) under
-``Accelerator`` (bf16 autocast when CUDA is present). The loader must outrun the model by a wide margin.
+Each train step is the training loop's own ``genflow.training.train_step`` (Conditioner -> flow_loss ->
+backward -> clip -> AdamW -> LR schedule -> EMA) on the loop's ``build`` (bf16 autocast when CUDA is
+present). The loader must outrun the model by a wide margin.
 
 Usage:
     python bench/train_throughput.py --batch-size 16 --steps 20            # CPU: small DiT, mel codec
@@ -18,15 +19,14 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from genflow.codecs import load_codec
 from genflow.codecs.dasheng import DashengTokenizer
-from genflow.conditioning import Conditioner
+from genflow.conditioning import BatchKeys, Conditioner
 from genflow.data import LatentCache, LengthBucketSampler, TextAudioDataset, build_latent_cache, collate, read_manifest
-from genflow.flow import flow_loss
 from genflow.model import DiT
+from genflow.training import Run, TrainConfig, build, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,29 +60,24 @@ def time_loader(loader: DataLoader, args) -> tuple[float, float]:
     return args.steps / dt, clips / dt
 
 
-def time_train(loader: DataLoader, conditioner: Conditioner, model, opt, acc: Accelerator, args) -> tuple[float, float]:
-    """(steps/s, samples/s) of full train steps fed by ``loader``, after warmup."""
+def time_train(loader: DataLoader, run: Run, args) -> tuple[float, float]:
+    """(steps/s, samples/s) of the loop's own ``train_step`` (clip, EMA, LR schedule) fed by ``loader``."""
     it = batches(loader)
     samples = 0
 
     def step() -> int:
         batch = next(it)
-        inputs = conditioner(batch, acc.device)
-        with acc.autocast():
-            loss = flow_loss(model, inputs["x"], mask=inputs["mask"])
-        acc.backward(loss)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return inputs["x"].shape[0]
+        train_step(run, batch, text_dropout=0.0, aligned_dropout=0.0)
+        return len(batch["id"])
 
     for _ in range(args.warmup_steps):
         step()
-    if acc.device.type == "cuda":
+    if run.device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         samples += step()
-    if acc.device.type == "cuda":
+    if run.device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     return args.steps / dt, samples / dt
@@ -102,32 +97,29 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="crop length of each clip")
     args = p.parse_args()
 
-    acc = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
-    codec = DashengTokenizer() if args.codec == "dasheng-random" else load_codec(args.codec)
-    codec = codec.to(acc.device).eval()
-    codec.freeze()
+    codec = DashengTokenizer().freeze() if args.codec == "dasheng-random" else load_codec(args.codec)
     rows = read_manifest(args.data, ("audio",))
     model = DiT.from_preset(args.preset, latent_dim=codec.latent_dim, text_dim=0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
-    model, opt = acc.prepare(model, opt)
-    model.train()
-    conditioner = Conditioner(codec)
-    print(f"device={acc.device} precision={acc.mixed_precision} preset={args.preset} codec={args.codec} "
-          f"clips={len(rows)} batch={args.batch_size} steps={args.steps} workers={args.num_workers} "
-          f"params={sum(q.numel() for q in model.parameters()) / 1e6:.1f}M")
-
     with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(out=tmp, batch_size=args.batch_size, mixed_precision="bf16" if cuda else "no",
+                          log_with="none", warmup_steps=1)
+        run = build(cfg, model, Conditioner(codec))
+        run.model.train()
+        print(f"device={run.device} precision={run.accelerator.mixed_precision} preset={args.preset} "
+              f"codec={args.codec} clips={len(rows)} batch={args.batch_size} steps={args.steps} "
+              f"workers={args.num_workers} params={sum(q.numel() for q in model.parameters()) / 1e6:.1f}M")
         t0 = time.perf_counter()
-        build_latent_cache(rows, codec, tmp, batch_size=args.batch_size, num_workers=args.num_workers)
+        build_latent_cache(rows, codec, Path(tmp) / "cache", batch_size=args.batch_size,
+                           num_workers=args.num_workers)
         print(f"cache built in {time.perf_counter() - t0:.1f} s")
-        cached = make_loader(rows, codec, LatentCache(tmp), args)
+        cached = make_loader(rows, codec, LatentCache(Path(tmp) / "cache"), args)
         audio = make_loader(rows, codec, None, args)
-        res = {
-            "(a) loader, cached latents": time_loader(cached, args),
-            "(b) loader, audio decoding": time_loader(audio, args),
-            "(c) train, cached latents": time_train(cached, conditioner, model, opt, acc, args),
-            "(d) train, on-the-fly encoding": time_train(audio, conditioner, model, opt, acc, args),
-        }
+        res = {"(a) loader, cached latents": time_loader(cached, args),
+               "(b) loader, audio decoding": time_loader(audio, args)}
+        run.conditioner = run.conditioner.with_keys(BatchKeys(target="audio", cached=True))
+        res["(c) train, cached latents"] = time_train(cached, run, args)
+        run.conditioner = run.conditioner.with_keys(BatchKeys(target="audio", cached=False))
+        res["(d) train, on-the-fly encoding"] = time_train(audio, run, args)
     print("\n| measurement | batches (steps)/s | clips (samples)/s |\n|---|---:|---:|")
     for name, (bps, cps) in res.items():
         print(f"| {name} | {bps:.2f} | {cps:.1f} |")

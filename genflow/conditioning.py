@@ -1,83 +1,103 @@
-"""From a data batch to DiT inputs: the frozen codec and text encoder at work.
+"""From data to DiT inputs: the frozen codec and text encoder, one path for training and inference.
 
-Recipes differ only in which batch keys they name: text-to-audio/music generate ``"audio"`` (or its
-cached ``"latent"``) conditioned on ``"caption"``; speech enhancement generates ``"clean"``
-conditioned, time-aligned, on ``"noisy"``. The library never knows which task it serves.
+``build_conditioner`` assembles them (training and ``genflow.load`` both call it); the training loop
+calls ``conditioner(batch, device)``, ``Generator`` calls ``encode_text`` / ``encode_audio``. Recipes
+differ only in the ``BatchKeys`` they pass: text-to-audio/music generate ``"audio"`` conditioned on
+``"caption"``; speech enhancement generates ``"clean"`` conditioned, time-aligned, on ``"noisy"``.
+Whether the batch holds cached latents is decided once, by whoever built the dataset, and passed here.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from genflow.codecs.base import Codec
+from genflow.codecs.waveform import encode_padded
+
+
+@dataclass(frozen=True)
+class BatchKeys:
+    """Which batch entries a run trains on, and whether they hold cached latents instead of waveforms."""
+
+    target: str = "audio"
+    text: str | None = None
+    aligned: str | None = None
+    cached: bool = False
 
 
 class Conditioner(nn.Module):
     """Frozen codec + optional text encoder; ``conditioner(batch, device)`` -> ``flow_loss`` inputs."""
 
-    def __init__(
-        self,
-        codec: Codec,
-        text_encoder: nn.Module | None = None,
-        *,
-        target_key: str = "audio",
-        text_key: str | None = None,
-        aligned_key: str | None = None,
-    ):
+    def __init__(self, codec: Codec, text_encoder: nn.Module | None = None, keys: BatchKeys | None = None):
         super().__init__()
-        if text_key and text_encoder is None:
-            raise ValueError(f"text_key={text_key!r} needs a text encoder; pass text_encoder=load_text_encoder(...)")
-        self.codec = codec
-        self.text_encoder = text_encoder
-        self.target_key, self.text_key, self.aligned_key = target_key, text_key, aligned_key
+        if keys is not None and keys.text and text_encoder is None:
+            raise ValueError(f"BatchKeys.text={keys.text!r} needs a text encoder; build the conditioner with one")
+        self.codec, self.text_encoder, self.keys = codec, text_encoder, keys
+
+    def with_keys(self, keys: BatchKeys) -> Conditioner:
+        """The same frozen models, reading training batches through ``keys``."""
+        return Conditioner(self.codec, self.text_encoder, keys)
 
     @torch.no_grad()
-    def encode_audio(self, audio: torch.Tensor, audio_mask: torch.Tensor | None = None):
-        """(B, N) waveforms (zero-padded, ``audio_mask`` True = valid) -> latents (B, T, C), mask (B, T).
-
-        Pass ``audio_mask`` as collate made it (on the CPU): the frame counts are read from it there, so
-        encoding on the GPU costs no host sync.
-        """
-        lengths = audio_mask.sum(-1).tolist() if audio_mask is not None else [audio.shape[-1]] * audio.shape[0]
-        device_mask = audio_mask.to(audio.device, non_blocking=True) if audio_mask is not None else None
-        latent = self.codec.encode(audio, attention_mask=device_mask).float()
-        frames = torch.tensor([self.codec.num_frames(int(n)) for n in lengths]).to(latent.device, non_blocking=True)
-        mask = torch.arange(latent.shape[1], device=latent.device)[None, :] < frames[:, None]
-        return latent * mask[..., None], mask
+    def encode_audio(self, audio: torch.Tensor, lengths: list[int] | None = None):
+        """(B, N) zero-padded waveforms of ``lengths`` samples -> latents (B, T, C) fp32, frame mask (B, T)."""
+        return encode_padded(self.codec, audio, lengths if lengths is not None else [audio.shape[-1]] * len(audio))
 
     @torch.no_grad()
-    def encode_text(self, prompts: list[str]):
-        """Captions -> (embeddings (B, L, D) float32, mask (B, L) bool)."""
+    def encode_text(self, prompts: list[str], device: torch.device | None = None):
+        """Captions -> (embeddings (B, L, D) float32, mask (B, L) bool), on ``device`` when given."""
+        if self.text_encoder is None:
+            raise ValueError("this model has no text encoder (an enhancement model?): it cannot take prompts")
         emb, mask = self.text_encoder(list(prompts))
-        return emb.float(), mask.bool()
+        emb, mask = emb.float(), mask.bool()
+        return (emb, mask) if device is None else (emb.to(device), mask.to(device))
 
     def _latents(self, batch: dict, key: str, device: torch.device):
-        """Latents of ``batch[key]``: cached (B, T, C) with ``mask``, or (B, N) audio encoded now.
-
-        Cached text-audio batches name the target ``latent``; cached speech pairs keep their keys.
-        """
-        name = "latent" if key == self.target_key and key not in batch and "latent" in batch else key
-        if name not in batch:
-            raise KeyError(f"batch has no {key!r} audio nor cached latent (keys: {sorted(batch)})")
-        value = batch[name].to(device, non_blocking=True).float()
-        if value.dim() == 3:  # cached latents, padded by collate
-            mask = batch.get("mask")
-            mask = mask.to(device).bool() if mask is not None else torch.ones(value.shape[:2], dtype=torch.bool,
-                                                                              device=device)
+        """(B, T, C) latents of ``batch[key]`` and their mask: read from the cache or encoded now."""
+        if key not in batch:
+            raise KeyError(f"batch has no {key!r} (keys: {sorted(batch)})")
+        value = batch[key].to(device, non_blocking=True).float()
+        lengths = batch["lengths"]  # collate's (B,) CPU lengths: frames if cached, else samples
+        if self.keys.cached:
+            mask = (torch.arange(value.shape[1])[None, :] < lengths[:, None]).to(device, non_blocking=True)
             return value * mask[..., None], mask
-        return self.encode_audio(value, batch.get("audio_mask"))
+        return self.encode_audio(value, lengths.tolist())
 
     def forward(self, batch: dict, device: torch.device) -> dict:
         """Collated batch -> ``{"x", "mask", "text", "text_mask", "aligned"}`` on ``device``."""
-        x, mask = self._latents(batch, self.target_key, device)
+        if self.keys is None:
+            raise ValueError("this conditioner was built for inference (no BatchKeys); pass keys=BatchKeys(...)")
+        x, mask = self._latents(batch, self.keys.target, device)
         inputs = {"x": x, "mask": mask, "text": None, "text_mask": None, "aligned": None}
-        if self.text_key:
-            inputs["text"], inputs["text_mask"] = self.encode_text(batch[self.text_key])
-            inputs["text"] = inputs["text"].to(device)
-            inputs["text_mask"] = inputs["text_mask"].to(device)
-        if self.aligned_key:
-            aligned, _ = self._latents(batch, self.aligned_key, device)
+        if self.keys.text:
+            inputs["text"], inputs["text_mask"] = self.encode_text(batch[self.keys.text], device)
+        if self.keys.aligned:
+            aligned, _ = self._latents(batch, self.keys.aligned, device)
             # Same audio region as the target, so the same frame count; guard against codec rounding.
             inputs["aligned"] = aligned[:, : x.shape[1]]
         return inputs
+
+
+def _inside(root: Path | None, name: str) -> str:
+    """``name`` as shipped inside a release folder (``root/name``) when it is there, else as given."""
+    return str(root / name) if root is not None and (root / name).is_dir() else name
+
+
+def build_conditioner(codec: str, text_encoder: str | None = None, *, device: torch.device | str | None = None,
+                      root: str | Path | None = None, keys: BatchKeys | None = None) -> Conditioner:
+    """The one assembly of a codec and a text encoder (prompt-cached) by name, for training and inference.
+
+    ``root``: a release folder whose ``codec/`` or ``text_encoder/`` subfolders stand for those names.
+    """
+    from genflow.codecs import load_codec
+    from genflow.text import CachedTextEncoder, load_text_encoder
+
+    root = Path(root) if root is not None else None
+    text = None
+    if text_encoder:
+        text = CachedTextEncoder(load_text_encoder(_inside(root, text_encoder), device=device))
+    return Conditioner(load_codec(_inside(root, codec), device=device), text, keys)

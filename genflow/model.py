@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -32,6 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from genflow import hub
+
+MODEL_TYPE = "genflow-dit"
 
 
 @dataclass
@@ -400,72 +403,30 @@ class DiT(nn.Module):
 
     # -- presets and release folders ----------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: DiTConfig) -> DiT:
-        """A freshly initialised DiT."""
-        return cls(config)
-
-    @classmethod
     def from_preset(cls, name: str, **overrides) -> DiT:
         """A fresh DiT from ``PRESETS[name]`` with field overrides, e.g. ``latent_dim=64``."""
         return cls(preset_config(name, **overrides))
 
     def save_pretrained(self, save_directory: str | os.PathLike, state_dict: dict | None = None) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (``state_dict`` e.g. EMA or gathered weights)."""
-        from safetensors.torch import save_file
-
         folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
         state = state_dict if state_dict is not None else self.state_dict()
         state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
-        _check_keys(self.state_dict().keys(), state.keys(), "the state_dict to save")
-        cfg = {"model_type": "genflow-dit", **dataclasses.asdict(self.config)}
-        for name, write in (("config.json", lambda p: p.write_text(json.dumps(cfg, indent=2) + "\n")),
-                            ("model.safetensors", lambda p: save_file(
-                                {k: v.detach().contiguous().cpu() for k, v in state.items()}, str(p)))):
-            tmp = folder / f".{name}.tmp"
-            write(tmp)
-            os.replace(tmp, folder / name)  # atomic: a crash never leaves a half-written release
+        hub.check_keys(self.state_dict(), state, "the state_dict to save")
+        hub.write_weights(folder / "model.safetensors", state)
+        hub.write_json(folder / "config.json", {"model_type": MODEL_TYPE, **dataclasses.asdict(self.config)})
         return folder
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, revision: str | None = None) -> DiT:
         """Load a release folder or hub id strictly (every key present, none extra, same shapes)."""
-        from safetensors.torch import load_file
-
-        folder = Path(path_or_hub_id)
-        if folder.is_dir():
-            files = [folder / "config.json", folder / "model.safetensors"]
-            for f in files:
-                if not f.is_file():
-                    raise FileNotFoundError(f"{f} not found; a DiT folder holds config.json + "
-                                            "model.safetensors (written by DiT.save_pretrained)")
-        elif str(path_or_hub_id).count("/") == 1 and not str(path_or_hub_id).startswith((".", "/", "~")):
-            from huggingface_hub import hf_hub_download
-
-            files = [Path(hf_hub_download(str(path_or_hub_id), n, revision=revision))
-                     for n in ("config.json", "model.safetensors")]
-        else:
-            raise FileNotFoundError(f"{path_or_hub_id!r} is neither a folder nor a hub id (owner/name)")
-        cfg = json.loads(files[0].read_text())
-        if cfg.pop("model_type", "genflow-dit") != "genflow-dit":
-            raise ValueError(f"{files[0]} is not a genflow DiT config (model_type must be 'genflow-dit')")
-        model = cls(DiTConfig.from_dict(cfg))
-        state = load_file(str(files[1]))
-        _check_keys(model.state_dict().keys(), state.keys(), str(files[1]))
-        expected = model.state_dict()
-        bad = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items()
-               if v.shape != expected[k].shape]
-        if bad:
-            raise ValueError(f"{files[1]} has tensors of the wrong shape (file vs config): {bad}")
-        model.load_state_dict(state, strict=True)
-        return model
-
-
-def _check_keys(expected, got, what: str) -> None:
-    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"{what} does not match the DiT config: missing keys {missing}, unexpected keys "
-                         f"{unexpected}. Use the config.json written with these weights")
+        folder = hub.resolve(path_or_hub_id, files=("config.json", "model.safetensors"), revision=revision,
+                             what="DiT folder")
+        cfg = hub.read_json(folder / "config.json")
+        if cfg.pop("model_type", MODEL_TYPE) != MODEL_TYPE:
+            raise ValueError(f"{folder / 'config.json'} is not a genflow DiT config (model_type must be "
+                             f"{MODEL_TYPE!r})")
+        return hub.load_weights(cls(DiTConfig.from_dict(cfg)), folder / "model.safetensors")
 
 
 def preset_config(name: str, **overrides) -> DiTConfig:

@@ -1,75 +1,86 @@
-"""Release folders: what training leaves behind and what inference loads.
+"""Release folders: what training leaves behind and what inference loads, through one dispatching loader.
 
     release/
-      config.json        DiT config (``model_type: genflow-dit``)
+      config.json        the model's config (``model_type`` says which class loads it)
       model.safetensors  EMA weights, unwrapped, fp32
-      pipeline.json      {"format", "codec", "text_encoder", "defaults"}: how to sample with it
+      pipeline.json      {"format", "codec", "text_encoder", "sampling"}: how to sample with it
 
 Training state (Accelerate folders, optimizer etc.) never goes here: a release is only for inference.
+``load_release`` resolves a folder or hub id once and dispatches on ``config.json``'s ``model_type``;
+another model family (the official generator, say) registers its loader in ``MODEL_LOADERS``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from genflow.model import DiT
+from genflow import hub
+from genflow.model import MODEL_TYPE, DiT
+from genflow.sampling import SamplingSettings
 
 FORMAT = "genflow-release-1"
+PIPELINE_KEYS = ("format", "codec", "text_encoder", "sampling")
+#: what a release download fetches besides config.json
+RELEASE_PATTERNS = ("model.safetensors", "pipeline.json", "codec/*", "text_encoder/*")
 
 
 def save_release(folder: str | os.PathLike, model: DiT, state_dict: dict[str, torch.Tensor], pipeline: dict) -> Path:
     """Write a release folder atomically (temp folder, then rename over any previous one)."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, state_dict=state_dict)
     meta = {"format": FORMAT, **pipeline}
-    # A codec or text encoder given as a local folder travels inside the release, so the release loads
-    # from any working directory or from the hub; ids (hub names, "mel", "minilm") are kept as they are.
-    for key in ("codec", "text_encoder"):
-        if meta.get(key) and Path(meta[key]).is_dir():
-            shutil.copytree(meta[key], tmp / key)
-            meta[key] = key
-    (tmp / "pipeline.json").write_text(json.dumps(meta, indent=2) + "\n")
-    old = folder.with_name(folder.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if folder.exists():
-        os.replace(folder, old)  # never a moment with no release on disk but the .old one
-    os.replace(tmp, folder)
-    if old.exists():
-        shutil.rmtree(old)
-    return folder
+    read_pipeline_dict(meta, "the pipeline to save")
+    with hub.atomic_folder(folder) as tmp:
+        model.save_pretrained(tmp, state_dict=state_dict)
+        # A codec or text encoder given as a local folder travels inside the release, so the release loads
+        # from any working directory or from the hub; ids (hub names, "mel", "minilm") are kept as they are.
+        for key in ("codec", "text_encoder"):
+            if meta.get(key) and Path(meta[key]).is_dir():
+                shutil.copytree(meta[key], tmp / key)
+                meta[key] = key
+        hub.write_json(tmp / "pipeline.json", meta)
+    return Path(folder)
 
 
-def load_release(path_or_hub_id: str | os.PathLike, revision: str | None = None) -> tuple[DiT, dict, Path]:
-    """Release folder or hub id -> (DiT with the EMA weights, pipeline.json dict, local folder)."""
-    folder = Path(path_or_hub_id)
-    if not folder.is_dir():
-        text = str(path_or_hub_id)
-        if text.count("/") != 1 or text.startswith((".", "/", "~")):
-            raise FileNotFoundError(f"{text!r} is neither a release folder nor a hub id (owner/name); "
-                                    "pass RUN/release from a training run")
-        from huggingface_hub import snapshot_download
+def read_pipeline_dict(meta: dict, where: str) -> dict:
+    """Check a pipeline dict: the format, no unknown keys, valid sampling settings."""
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{where}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    unknown = sorted(set(meta) - set(PIPELINE_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; expected only {list(PIPELINE_KEYS)}")
+    if not meta.get("codec"):
+        raise ValueError(f"{where}: no codec; expected a codec name, hub id or folder under 'codec'")
+    SamplingSettings.from_dict(meta.get("sampling") or {}, where=f"{where} 'sampling'")
+    return meta
 
-        try:
-            folder = Path(snapshot_download(text, revision=revision,
-                                            allow_patterns=["config.json", "model.safetensors", "pipeline.json",
-                                                            "codec/*", "text_encoder/*"]))
-        except Exception as e:  # offline, unknown repo, no access: say both lookups failed
-            raise FileNotFoundError(f"{text!r} is not a local folder, and fetching it as a hub id failed "
-                                    f"({type(e).__name__}: {e}); check the path or the repo name") from e
+
+def _load_genflow_dit(folder: Path) -> tuple[nn.Module, dict]:
     meta_path = folder / "pipeline.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: {folder} is not a genflow release folder "
                                 "(config.json + model.safetensors + pipeline.json, written at the end of training)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    return DiT.from_pretrained(folder), meta, folder
+    return DiT.from_pretrained(folder), read_pipeline_dict(hub.read_json(meta_path), str(meta_path))
+
+
+#: model_type in config.json -> folder -> (model, pipeline dict with codec, text_encoder, sampling)
+MODEL_LOADERS: dict[str, Callable[[Path], tuple[nn.Module, dict]]] = {MODEL_TYPE: _load_genflow_dit}
+
+
+def load_release(path_or_hub_id: str | os.PathLike, revision: str | None = None) -> tuple[nn.Module, dict, Path]:
+    """Release folder or hub id -> (model with its weights, pipeline dict, local folder)."""
+    folder = hub.resolve(path_or_hub_id, files=(), patterns=("config.json", *RELEASE_PATTERNS),
+                         revision=revision, what="release folder")
+    if not (folder / "config.json").is_file() and not (folder / "pipeline.json").is_file():
+        raise FileNotFoundError(f"{folder / 'pipeline.json'} not found: {folder} is not a release folder "
+                                "(config.json + model.safetensors + pipeline.json, written at the end of training)")
+    kind = hub.model_type(folder) or MODEL_TYPE
+    if kind not in MODEL_LOADERS:
+        raise ValueError(f"{folder / 'config.json'} has model_type {kind!r}; genflow loads "
+                         f"{', '.join(sorted(MODEL_LOADERS))}")
+    model, meta = MODEL_LOADERS[kind](folder)
+    return model, meta, folder

@@ -22,8 +22,8 @@ import torch
 
 import genflow
 from genflow.audio import save_audio
-from genflow.flow import SCHEDULES, SOLVERS
 from genflow.plots import save_spectrogram_grid
+from genflow.sampling import add_setting_flags, overrides_from_args
 
 PROMPT_KEYS = ("caption", "prompt", "text")
 
@@ -83,11 +83,6 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="release folder (RUN/release) or hub id owner/name")
     p.add_argument("--prompt", action="append", default=[], help="a text prompt (repeatable)")
     p.add_argument("--prompts-file", help="text file (one prompt a line) or JSONL with id + caption/prompt")
-    p.add_argument("--duration", type=float, help="seconds per clip (default: the release's)")
-    p.add_argument("--steps", type=int, help="sampling steps (default: the release's)")
-    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the release's)")
-    p.add_argument("--sampler", choices=SOLVERS, help="ODE solver (default: the release's)")
-    p.add_argument("--schedule", choices=SCHEDULES, help="sigma schedule (default: the release's)")
     p.add_argument("--seed", type=int, action="append", help="a seed (repeatable); default 0")
     p.add_argument("--num-seeds", type=int, help="seeds 0..N-1 (or SEED..SEED+N-1 with one --seed)")
     p.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
@@ -95,6 +90,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CPU or GPU)")
     p.add_argument("--out", default="samples", help="output folder (created)")
     p.add_argument("--no-grid", action="store_true", help="skip the spectrogram grid PNG")
+    add_setting_flags(p, exclude=("chunk_s", "overlap_s"))
     return p
 
 
@@ -125,13 +121,9 @@ def main(argv: list[str] | None = None, description: str | None = None) -> list[
     if gen.text_encoder is None:
         raise SystemExit(f"error: --checkpoint {args.checkpoint} has no text encoder (an enhancement model?); "
                          "use recipes/se/enhance.py for it")
-    settings = {
-        "duration_s": float(gen._setting("duration_s", args.duration)),
-        "steps": int(gen._setting("steps", args.steps)),
-        "guidance_scale": float(gen._setting("guidance_scale", args.cfg)),
-        "sampler": gen._setting("sampler", args.sampler),
-        "schedule": gen._setting("schedule", args.schedule),
-    }
+    settings = gen.settings.replace(**overrides_from_args(args)).to_dict()
+    for name in ("chunk_s", "overlap_s"):  # enhancement-only settings
+        settings.pop(name)
     jobs = plan_outputs(prompts, seeds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -168,9 +168,9 @@ class CachedTextEncoder(nn.Module):
         if self.cache_dir is not None:
             path = self._disk_path(prompt)
             if path.exists():
-                from safetensors.torch import load_file
+                from genflow.hub import read_weights
 
-                states = load_file(path)["states"]
+                states = read_weights(path)["states"]
                 self._store(prompt, states, write=False)
                 return states
         return None
@@ -181,13 +181,9 @@ class CachedTextEncoder(nn.Module):
         while len(self._lru) > self.max_items:
             self._lru.popitem(last=False)
         if write and self.cache_dir is not None:
-            from safetensors.torch import save_file
+            from genflow.hub import write_weights
 
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            path = self._disk_path(prompt)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            save_file({"states": states.contiguous()}, tmp)
-            os.replace(tmp, path)  # atomic: a reader never sees half a file
+            write_weights(self._disk_path(prompt), {"states": states})  # atomic: a reader never sees half a file
 
     @torch.no_grad()
     def forward(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

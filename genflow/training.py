@@ -21,7 +21,8 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,10 +31,13 @@ from accelerate.utils import DistributedType, ProjectConfiguration, parse_flag_f
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from genflow import hub
 from genflow.conditioning import Conditioner
+from genflow.data import SkipBatches
 from genflow.ema import EMA
 from genflow.flow import TimestepSampler, flow_loss
 from genflow.release import save_release
+from genflow.sampling import SamplingSettings
 
 logger = logging.getLogger("genflow.training")
 
@@ -90,21 +94,6 @@ class RunState:
             setattr(self, k, int(v))
 
 
-class _Resumed:
-    """A batch sampler for one epoch with its first ``skip`` batches dropped (exact data-order resume)."""
-
-    def __init__(self, batch_sampler, skip: int):
-        self.batch_sampler, self.skip = batch_sampler, skip
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for i, batch in enumerate(self.batch_sampler):
-            if i >= self.skip:
-                yield batch
-
-    def __len__(self) -> int:
-        return max(0, len(self.batch_sampler) - self.skip)
-
-
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     """Linear warm-up, then constant or cosine decay to ``min_lr_ratio``."""
 
@@ -155,26 +144,30 @@ def _memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def train(
-    cfg: TrainConfig,
-    model: torch.nn.Module,
-    dataset: Dataset,
-    batch_sampler,
-    collate_fn: Callable,
-    conditioner: Conditioner,
-    *,
-    release: dict,
-    run_config: dict,
-    preview: Callable | None = None,
-    resume: str | None = None,
-) -> Path:
-    """Train ``model`` and return the release folder.
+@dataclass
+class Run:
+    """What the steps of one training run share: the Accelerator, the model and its optimisation state."""
 
-    ``batch_sampler`` yields lists of dataset indices for this process (it shards by rank itself) and
-    has ``set_epoch``; ``conditioner(batch, device)`` returns the DiT inputs of a collated batch;
-    ``preview(generator) -> {name: waveform}`` makes the periodic samples; ``release`` is written as
-    ``pipeline.json`` next to the EMA weights; ``run_config`` is the resolved config of the whole run.
-    """
+    cfg: TrainConfig
+    out: Path
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: EMA
+    conditioner: Conditioner
+    sigma_sampler: TimestepSampler
+    ema_file: str
+    state: RunState = field(default_factory=RunState)
+    bad_streak: int = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+
+def build(cfg: TrainConfig, model: torch.nn.Module, conditioner: Conditioner, run_config: dict | None = None) -> Run:
+    """Accelerator, optimizer, LR schedule, EMA; the frozen conditioner is moved, never prepared."""
     out = Path(cfg.out)
     log_with = None if cfg.log_with == "none" else cfg.log_with
     accelerator = Accelerator(
@@ -185,191 +178,252 @@ def train(
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
     )
     set_seed(cfg.seed, device_specific=True)
-    device = accelerator.device
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(run_config, indent=2))
+    if accelerator.is_main_process and run_config is not None:
+        hub.write_json(out / "config.json", run_config)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         logger.info("resolved config:\n%s", json.dumps(run_config, indent=2))
     if log_with:
         accelerator.init_trackers("genflow", config={k: v for k, v in vars(cfg).items()})
-
-    # Model, optimizer, schedule. The frozen codec/text encoder are moved, never prepared.
-    conditioner.to(device)
+    conditioner.to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   weight_decay=cfg.weight_decay)
     # A plain LambdaLR (not prepared, so Accelerate does not step it once per process) checkpointed below.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     model, optimizer = accelerator.prepare(model, optimizer)
-    ema = EMA(model.parameters(), decay=cfg.ema_decay)
-    state = RunState()
-    for obj in (scheduler, state):
-        accelerator.register_for_checkpointing(obj)
     # Accelerate saves registered objects from the main process only; sharded (FSDP) EMA needs every
     # process to write its own shard, so the EMA is saved beside the Accelerate state by hand.
     sharded = accelerator.distributed_type == DistributedType.FSDP
-    ema_file = f"ema-rank{accelerator.process_index}.safetensors" if sharded else "ema.safetensors"
-    sigma_sampler = TimestepSampler(kind=cfg.timesteps, mean=cfg.timestep_mean, std=cfg.timestep_std,
-                                    shift=cfg.timestep_shift)
+    run = Run(cfg, out, accelerator, model, optimizer, scheduler, EMA(model.parameters(), decay=cfg.ema_decay),
+              conditioner, TimestepSampler(kind=cfg.timesteps, mean=cfg.timestep_mean, std=cfg.timestep_std,
+                                           shift=cfg.timestep_shift),
+              f"ema-rank{accelerator.process_index}.safetensors" if sharded else "ema.safetensors")
+    for obj in (scheduler, run.state):
+        accelerator.register_for_checkpointing(obj)
+    return run
 
-    if resume:
-        ckpt = find_checkpoint(out, resume)
-        if ckpt is None:
-            logger.info("--resume latest: no checkpoint in %s, starting from scratch", out / "checkpoints")
-        else:
-            accelerator.load_state(str(ckpt))
-            ema.load(ckpt / ema_file)
-            logger.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, state.step, state.epoch,
-                        state.batch_in_epoch)
 
-    # SIGTERM/SIGINT (pre-emption, Ctrl-C) ask for a checkpoint at the next step boundary, then exit.
-    stop = {"asked": False}
-    previous = {s: signal.signal(s, lambda *_: stop.update(asked=True)) for s in (signal.SIGTERM, signal.SIGINT)}
+def resume(run: Run, resume_from: str | None) -> None:
+    """Load the checkpoint ``resume_from`` names ('latest' or a path) into the run, if there is one."""
+    if not resume_from:
+        return
+    ckpt = find_checkpoint(run.out, resume_from)
+    if ckpt is None:
+        logger.info("--resume latest: no checkpoint in %s, starting from scratch", run.out / "checkpoints")
+        return
+    run.accelerator.load_state(str(ckpt))
+    run.ema.load(ckpt / run.ema_file)
+    logger.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, run.state.step, run.state.epoch,
+                run.state.batch_in_epoch)
 
-    def save(tag: str | None = None) -> None:
-        """Accelerate state -> checkpoints/checkpoint-STEP, written to a temp name then renamed."""
-        final = out / "checkpoints" / f"checkpoint-{state.step}"
-        tmp = final.with_name(final.name + ".tmp")
-        if accelerator.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        if sharded or accelerator.is_main_process:
-            ema.save(tmp / ema_file)
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            (tmp / "genflow_state.json").write_text(json.dumps(state.state_dict()))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            done = sorted((p for p in final.parent.glob("checkpoint-*") if not p.name.endswith(".tmp")),
-                          key=lambda p: int(p.name.split("-")[1]))
-            for old in done[: max(0, len(done) - cfg.save_total_limit)]:
-                shutil.rmtree(old)
-            logger.info("saved %s%s", final, f" ({tag})" if tag else "")
-        accelerator.wait_for_everyone()
 
-    def make_preview() -> None:
-        from genflow.pipeline import Generator
-
-        unwrapped = accelerator.unwrap_model(model)
-        with ema.applied():
-            unwrapped.eval()
-            gen = Generator(unwrapped, conditioner.codec, conditioner.text_encoder, defaults=release.get("defaults"))
-            clips = preview(gen)
-            unwrapped.train()
-        if accelerator.is_main_process:
-            write_preview(out / "samples" / f"step-{state.step:07d}", clips, conditioner.codec.sample_rate,
-                          accelerator, state.step)
-
+def batches(run: Run, dataset: Dataset, batch_sampler, collate_fn: Callable) -> Iterator[dict]:
+    """Micro-batches from the run's data position on, epoch after epoch (exact data order on resume)."""
     # The loader gets its own generator: creating an iterator must not draw from the global RNG, or a
     # resumed run (new iterator mid-epoch) would see other noise than an uninterrupted one.
-    loader_kwargs = dict(collate_fn=collate_fn, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                         generator=torch.Generator().manual_seed(cfg.seed))
-    per_step = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
-    progress = tqdm(total=cfg.max_steps, initial=state.step, disable=not accelerator.is_main_process,
-                    desc="train", dynamic_ncols=True)
-    loss_sum = torch.zeros((), device=device)
-    loss_count, bad_streak, t_last, step_last = 0, 0, time.perf_counter(), state.step
-    model.train()
-    while state.step < cfg.max_steps and not stop["asked"]:
+    kwargs = dict(collate_fn=collate_fn, num_workers=run.cfg.num_workers, pin_memory=run.device.type == "cuda",
+                  generator=torch.Generator().manual_seed(run.cfg.seed))
+    state = run.state
+    while True:
         batch_sampler.set_epoch(state.epoch)
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(state.epoch)  # random crops/noises differ per epoch, reproducibly
-        loader = DataLoader(dataset, batch_sampler=_Resumed(batch_sampler, state.batch_in_epoch), **loader_kwargs)
-        for batch in loader:
+        for batch in DataLoader(dataset, batch_sampler=SkipBatches(batch_sampler, state.batch_in_epoch), **kwargs):
             state.batch_in_epoch += 1
             state.bad_files_total += int(batch.get("num_skipped", 0))
-            with accelerator.accumulate(model):
-                inputs = conditioner(batch, device)
-                loss = flow_loss(model, **inputs, text_dropout=cfg.text_dropout, aligned_dropout=cfg.aligned_dropout,
-                                 timesteps=sigma_sampler)
-                accelerator.backward(loss)
-                loss_sum += loss.detach()
-                loss_count += 1
-                if not accelerator.sync_gradients:
-                    continue
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                # One host sync per optimizer step (as AMP's GradScaler does) to skip a non-finite update.
-                if torch.isfinite(grad_norm).item():
-                    optimizer.step()
-                    scheduler.step()
-                    ema.update()
-                    bad_streak = 0
-                else:
-                    bad_streak += 1
-                    state.bad_steps_total += 1
-                    logger.warning("non-finite loss/gradient at step %d: update skipped (%d in a row)",
-                                   state.step, bad_streak)
-                    if bad_streak >= cfg.max_bad_steps:
-                        raise RuntimeError(f"{bad_streak} non-finite steps in a row at step {state.step}: "
-                                           "lower the learning rate, enable gradient clipping or check the data")
-                optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            progress.update(1)
+            yield batch
+        state.epoch += 1  # the epoch ended: the next one starts from its first batch
+        state.batch_in_epoch = 0
 
-            if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
-                elapsed = time.perf_counter() - t_last
-                steps = state.step - step_last
-                logs = {
-                    "loss": accelerator.reduce(loss_sum / max(1, loss_count), "mean").item(),
-                    "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                    "steps_per_s": steps / elapsed,
-                    "samples_per_s": steps * per_step / elapsed,
-                    "memory_gb": _memory_gb(device),
-                    # clips replaced by the dataset (counted here with num_workers=0) + dropped by collate
-                    "bad_files": state.bad_files_total + getattr(dataset, "num_bad", 0),
-                    "bad_steps": state.bad_steps_total,
-                }
-                progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
-                if log_with:
-                    accelerator.log(logs, step=state.step)
-                if accelerator.is_main_process:
-                    logger.info("step %d %s", state.step, " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
-                loss_sum.zero_()
-                loss_count, t_last, step_last = 0, time.perf_counter(), state.step
-            if preview is not None and cfg.sample_every and state.step % cfg.sample_every == 0:
-                make_preview()
-            asked = stop["asked"]
-            if accelerator.num_processes > 1:  # every rank must agree to stop at the same step
-                asked = bool(accelerator.reduce(torch.tensor(float(asked), device=device), "max").item())
-                stop["asked"] = asked
-            if asked:
-                save("interrupted")
-                break
-            if state.step % cfg.save_every == 0:
-                save()
-            if state.step >= cfg.max_steps:
-                break
-        else:  # the epoch ended: next one starts from its first batch
-            state.epoch += 1
-            state.batch_in_epoch = 0
-    progress.close()
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
 
-    if stop["asked"]:
-        logger.info("stopped by signal at step %d; resume with --resume latest", state.step)
-        accelerator.end_training()
-        raise SystemExit(0)
-    if state.step % cfg.save_every != 0:
-        save("final")
-    if preview is not None and cfg.sample_every and state.step % cfg.sample_every != 0:
-        make_preview()
-    bad_files = state.bad_files_total + getattr(dataset, "num_bad", 0)
-    if bad_files and accelerator.is_main_process:
-        logger.warning("%d unreadable clips were skipped during training", bad_files)
-    release_dir = out / "release"
-    with ema.applied():
+def train_step(run: Run, batch: dict, text_dropout: float, aligned_dropout: float):
+    """One micro-batch: conditions, flow loss, backward; on sync also clip, skip non-finite, step, EMA.
+
+    Returns (loss, grad norm) on an optimizer step, (loss, None) on an accumulation micro-step.
+    """
+    cfg, accelerator = run.cfg, run.accelerator
+    with accelerator.accumulate(run.model):
+        inputs = run.conditioner(batch, run.device)
+        loss = flow_loss(run.model, **inputs, text_dropout=text_dropout, aligned_dropout=aligned_dropout,
+                         timesteps=run.sigma_sampler)
+        accelerator.backward(loss)
+        if not accelerator.sync_gradients:
+            return loss.detach(), None
+        grad_norm = accelerator.clip_grad_norm_(run.model.parameters(), cfg.max_grad_norm)
+        # One host sync per optimizer step (as AMP's GradScaler does) to skip a non-finite update.
+        if torch.isfinite(grad_norm).item():
+            run.optimizer.step()
+            run.scheduler.step()
+            run.ema.update()
+            run.bad_streak = 0
+        else:
+            run.bad_streak += 1
+            run.state.bad_steps_total += 1
+            logger.warning("non-finite loss/gradient at step %d: update skipped (%d in a row)",
+                           run.state.step, run.bad_streak)
+            if run.bad_streak >= cfg.max_bad_steps:
+                raise RuntimeError(f"{run.bad_streak} non-finite steps in a row at step {run.state.step}: "
+                                   "lower the learning rate, enable gradient clipping or check the data")
+        run.optimizer.zero_grad(set_to_none=True)
+    return loss.detach(), grad_norm
+
+
+class Meter:
+    """Loss and speed since the last log line."""
+
+    def __init__(self, run: Run):
+        self.loss_sum = torch.zeros((), device=run.device)
+        self.count, self.t_last, self.step_last = 0, time.perf_counter(), run.state.step
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss_sum += loss
+        self.count += 1
+
+    def log(self, run: Run, grad_norm, dataset: Dataset, progress: tqdm) -> None:
+        """Reduce, print and track the loss, LR, grad norm, speed, memory and skipped work."""
+        elapsed, steps = time.perf_counter() - self.t_last, run.state.step - self.step_last
+        per_step = run.cfg.batch_size * run.cfg.grad_accum * run.accelerator.num_processes
+        logs = {
+            "loss": run.accelerator.reduce(self.loss_sum / max(1, self.count), "mean").item(),
+            "lr": run.scheduler.get_last_lr()[0],
+            "grad_norm": float(grad_norm),
+            "steps_per_s": steps / elapsed,
+            "samples_per_s": steps * per_step / elapsed,
+            "memory_gb": _memory_gb(run.device),
+            # clips replaced by the dataset (counted here with num_workers=0) + dropped by collate
+            "bad_files": run.state.bad_files_total + getattr(dataset, "num_bad", 0),
+            "bad_steps": run.state.bad_steps_total,
+        }
+        progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+        if run.cfg.log_with != "none":
+            run.accelerator.log(logs, step=run.state.step)
+        if run.accelerator.is_main_process:
+            logger.info("step %d %s", run.state.step, " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+        self.loss_sum.zero_()
+        self.count, self.t_last, self.step_last = 0, time.perf_counter(), run.state.step
+
+
+def save_checkpoint(run: Run, tag: str | None = None) -> None:
+    """Accelerate state + EMA -> checkpoints/checkpoint-STEP, written to a temp name then renamed."""
+    accelerator, state = run.accelerator, run.state
+    final = run.out / "checkpoints" / f"checkpoint-{state.step}"
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if run.ema_file != "ema.safetensors" or accelerator.is_main_process:  # every shard, or the one file
+        run.ema.save(tmp / run.ema_file)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        hub.write_json(tmp / "genflow_state.json", state.state_dict())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        done = sorted((p for p in final.parent.glob("checkpoint-*") if not p.name.endswith(".tmp")),
+                      key=lambda p: int(p.name.split("-")[1]))
+        for old in done[: max(0, len(done) - run.cfg.save_total_limit)]:
+            shutil.rmtree(old)
+        logger.info("saved %s%s", final, f" ({tag})" if tag else "")
+    accelerator.wait_for_everyone()
+
+
+def make_preview(run: Run, preview: Callable, settings: SamplingSettings) -> None:
+    """Sample ``preview(generator)`` with the EMA weights; write WAVs, spectrograms and TensorBoard entries."""
+    from genflow.pipeline import Generator
+
+    unwrapped = run.accelerator.unwrap_model(run.model)
+    with run.ema.applied():
+        unwrapped.eval()
+        clips = preview(Generator(unwrapped, run.conditioner, settings))
+        unwrapped.train()
+    if run.accelerator.is_main_process:
+        write_preview(run.out / "samples" / f"step-{run.state.step:07d}", clips, run.conditioner.codec.sample_rate,
+                      run.accelerator, run.state.step)
+
+
+def write_release(run: Run, release: dict) -> Path:
+    """The EMA weights, unwrapped and gathered, + ``release`` as pipeline.json -> RUN/release."""
+    release_dir = run.out / "release"
+    with run.ema.applied():
         # Gathers full weights under FSDP (all ranks call). Cloned: the state dict shares storage with
         # the parameters, which get their raw values back when the context exits.
-        weights = {k: v.detach().clone() for k, v in accelerator.get_state_dict(model).items()}
-    if accelerator.is_main_process:
-        save_release(release_dir, accelerator.unwrap_model(model), weights, release)
+        weights = {k: v.detach().clone() for k, v in run.accelerator.get_state_dict(run.model).items()}
+    if run.accelerator.is_main_process:
+        save_release(release_dir, run.accelerator.unwrap_model(run.model), weights, release)
         logger.info("release folder: %s", release_dir)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    run.accelerator.wait_for_everyone()
+    return release_dir
+
+
+@contextmanager
+def stop_signals() -> Iterator[dict]:
+    """SIGTERM/SIGINT (pre-emption, Ctrl-C) set ``flag["asked"]``: checkpoint at the next step, then exit."""
+    flag = {"asked": False}
+    previous = {s: signal.signal(s, lambda *_: flag.update(asked=True)) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _agree(run: Run, asked: bool) -> bool:
+    """Every rank must agree to stop at the same step."""
+    if run.accelerator.num_processes == 1:
+        return asked
+    return bool(run.accelerator.reduce(torch.tensor(float(asked), device=run.device), "max").item())
+
+
+def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_sampler, collate_fn: Callable,
+          conditioner: Conditioner, *, release: dict, run_config: dict, preview: Callable | None = None,
+          resume_from: str | None = None) -> Path:
+    """Train ``model`` and return the release folder.
+
+    ``batch_sampler`` yields lists of dataset indices for this process (it shards by rank itself) and
+    has ``set_epoch``; ``conditioner(batch, device)`` returns the DiT inputs of a collated batch;
+    ``preview(generator) -> {name: waveform}`` makes the periodic samples; ``release`` is written as
+    ``pipeline.json`` next to the EMA weights; ``run_config`` is the resolved config of the whole run.
+    """
+    run = build(cfg, model, conditioner, run_config)
+    resume(run, resume_from)
+    settings = SamplingSettings.from_dict(release.get("sampling") or {})
+    previews = preview is not None and cfg.sample_every > 0
+    progress = tqdm(total=cfg.max_steps, initial=run.state.step, disable=not run.accelerator.is_main_process,
+                    desc="train", dynamic_ncols=True)
+    meter, stopped = Meter(run), False
+    run.model.train()
+    with stop_signals() as stop:
+        data = batches(run, dataset, batch_sampler, collate_fn)
+        while run.state.step < cfg.max_steps and not stopped:
+            loss, grad_norm = train_step(run, next(data), cfg.text_dropout, cfg.aligned_dropout)
+            meter.add(loss)
+            if grad_norm is None:  # accumulating
+                continue
+            run.state.step += 1
+            progress.update(1)
+            if run.state.step % cfg.log_every == 0 or run.state.step == cfg.max_steps:
+                meter.log(run, grad_norm, dataset, progress)
+            if previews and run.state.step % cfg.sample_every == 0:
+                make_preview(run, preview, settings)
+            stopped = _agree(run, stop["asked"])
+            if stopped:
+                save_checkpoint(run, "interrupted")
+            elif run.state.step % cfg.save_every == 0:
+                save_checkpoint(run)
+    progress.close()
+    if stopped:
+        logger.info("stopped by signal at step %d; resume with --resume latest", run.state.step)
+        run.accelerator.end_training()
+        raise SystemExit(0)
+    if run.state.step % cfg.save_every != 0:
+        save_checkpoint(run, "final")
+    if previews and run.state.step % cfg.sample_every != 0:
+        make_preview(run, preview, settings)
+    bad_files = run.state.bad_files_total + getattr(dataset, "num_bad", 0)
+    if bad_files and run.accelerator.is_main_process:
+        logger.warning("%d unreadable clips were skipped during training", bad_files)
+    release_dir = write_release(run, release)
+    run.accelerator.end_training()
     return release_dir
 
 

@@ -10,9 +10,11 @@ import soundfile as sf
 import torch
 from safetensors import safe_open
 
+from genflow.codecs.base import Codec
 from genflow.data import (
     LatentCache,
     LengthBucketSampler,
+    SkipBatches,
     SpeechPairDataset,
     TextAudioDataset,
     active_power,
@@ -250,7 +252,7 @@ def test_cache_fp16_option(tmp_path, mel):
     ).stat().st_size * 0.6
 
 
-class _CrashAfter(torch.nn.Module):
+class _CrashAfter(Codec):
     """A codec that dies after ``n`` encode calls (an interrupted build)."""
 
     def __init__(self, codec, n):
@@ -338,18 +340,18 @@ def test_cache_skips_unreadable_clips_and_dataset_reads_latents(tmp_path, mel):
     )
     assert len(ds) == 3  # the failed clip's row is dropped
     batch = collate([ds[i] for i in range(3)])
-    assert batch["latent"].shape[0] == 3 and batch["latent"].shape[2] == mel.latent_dim
-    assert batch["mask"].sum(1).tolist() == [min(8, cache.num_frames(f"c{i}")) for i in range(3)]
+    assert batch["audio"].shape[0] == 3 and batch["audio"].shape[2] == mel.latent_dim
+    assert batch["lengths"].tolist() == [min(8, cache.num_frames(f"c{i}")) for i in range(3)]
     assert batch["caption"] == ["caption c0", "caption c1", "caption c2"]
 
 
 # ---------------------------------------------------------------- collate and sampler
 
 
-def test_collate_pads_and_masks():
+def test_collate_pads_and_counts_lengths():
     items = [{"id": "a", "latent": torch.ones(3, 4)}, None, {"id": "b", "latent": torch.ones(5, 4)}]
     batch = collate(items)
-    assert batch["mask"].tolist() == [[True] * 3 + [False] * 2, [True] * 5]
+    assert batch["lengths"].tolist() == [3, 5]
     assert batch["latent"][0, 3:].abs().sum() == 0 and batch["num_skipped"] == 1 and batch["id"] == ["a", "b"]
     audio = collate(
         [
@@ -357,18 +359,19 @@ def test_collate_pads_and_masks():
             {"clean": torch.ones(700), "noisy": torch.ones(700)},
         ],
     )
-    assert audio["audio_mask"].sum(1).tolist() == [640, 700]
+    assert audio["lengths"].tolist() == [640, 700]
     assert audio["noisy"].shape == (2, 700) and audio["noisy"][0, 640:].abs().sum() == 0
 
 
-def _epoch(sampler):
+def _epoch(sampler, epoch=0):
+    sampler.set_epoch(epoch)
     return [list(b) for b in sampler]
 
 
 def test_bucket_sampler_covers_every_index_once_and_is_deterministic():
     lengths = np.random.default_rng(0).integers(10, 500, size=103).tolist()
     s = LengthBucketSampler(lengths, 8, seed=1, bucket_batches=4)
-    e0, e1 = _epoch(s), _epoch(s)
+    e0, e1 = _epoch(s, 0), _epoch(s, 1)
     for e in (e0, e1):
         assert sorted(i for b in e for i in b) == list(range(103))
     assert e0 != e1 and len(e0) == len(s) == 13
@@ -379,25 +382,19 @@ def test_bucket_sampler_covers_every_index_once_and_is_deterministic():
     assert spread < 0.5 * np.mean([np.ptp(lengths[i : i + 8]) for i in range(0, 96, 8)])
 
 
-def test_bucket_sampler_state_dict_continues_the_same_order():
+def test_skip_batches_continues_the_same_order():
     lengths = list(range(50))
     ref = LengthBucketSampler(lengths, 4, seed=7)
-    full = _epoch(ref) + _epoch(ref)
+    full = _epoch(ref, 0) + _epoch(ref, 1)
     s = LengthBucketSampler(lengths, 4, seed=7)
-    it = iter(s)
-    seen = [next(it) for _ in range(5)]
-    state = s.state_dict()
-    assert state == {"epoch": 0, "position": 5, "seed": 7}
+    s.set_epoch(0)
+    seen = list(SkipBatches(s, 0))[:5]
     resumed = LengthBucketSampler(lengths, 4, seed=7)
-    resumed.load_state_dict(state)
-    rest = _epoch(resumed)
-    assert seen + rest == full[:13] and _epoch(resumed) == full[13:]
-    # state_dict(consumed=k): the loader pulled ahead, the loop consumed fewer batches.
-    s2 = LengthBucketSampler(lengths, 4, seed=7)
-    s2.load_state_dict({"epoch": 0, "position": 11, "seed": 7})
-    assert s2.state_dict(consumed=4) == {"epoch": 1, "position": 2, "seed": 7}
-    with pytest.raises(ValueError, match="same seed"):
-        LengthBucketSampler(lengths, 4, seed=8).load_state_dict(state)
+    resumed.set_epoch(0)
+    rest = [list(b) for b in SkipBatches(resumed, 5)]
+    assert len(SkipBatches(resumed, 5)) == 8
+    assert seen + rest == full[:13] and _epoch(resumed, 1) == full[13:]
+    assert _epoch(LengthBucketSampler(lengths, 4, seed=8), 0) != full[:13]  # another seed, another order
 
 
 def test_bucket_sampler_ddp_shards_are_disjoint_and_equal():
@@ -425,16 +422,11 @@ def test_bucket_sampler_under_accelerate_prepare():
     parts = [[b.tolist() for b in loader(r, 2)[1]] for r in range(2)]
     flat = sorted(i for p in parts for b in p for i in b)
     assert flat == list(range(40))
-    # One process: resume mid-epoch; Accelerate's set_epoch(its counter) must not rewind the sampler.
+    # One process: resume mid-epoch through SkipBatches, as the loop does; then the next epoch.
     ref = [b.tolist() for b in loader(0, 1)[1]]
-    sampler, dl = loader(0, 1)
-    sampler.load_state_dict({"epoch": 0, "position": 6, "seed": 0})
+    sampler = LengthBucketSampler(lengths, 4, seed=0)
+    dl = prepare_data_loader(DataLoader(list(range(40)), batch_sampler=SkipBatches(sampler, 6)), num_processes=1,
+                             process_index=0, put_on_device=False)
     assert [b.tolist() for b in dl] == ref[6:]
-    assert sampler.epoch == 1 and [b.tolist() for b in dl] != ref  # the next pass is the next epoch
-    # Resume in a later epoch: tell the prepared loader the epoch too, or Accelerate rewinds it to 0.
-    _, ref_dl = loader(0, 1)
-    _, epoch1 = list(ref_dl), [b.tolist() for b in ref_dl]
-    sampler, dl = loader(0, 1)
-    sampler.load_state_dict({"epoch": 1, "position": 3, "seed": 0})
-    dl.set_epoch(1)
-    assert [b.tolist() for b in dl] == epoch1[3:]
+    sampler.set_epoch(1)
+    assert [b.tolist() for b in dl] != ref[6:]  # the next pass is the next epoch

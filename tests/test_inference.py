@@ -13,8 +13,10 @@ import torch
 
 import genflow
 from genflow.codecs.base import Codec
+from genflow.conditioning import Conditioner
 from genflow.pipeline import Generator
 from genflow.plots import log_mel_db
+from genflow.sampling import SamplingSettings
 from genflow.sampling_cli import main as sample_main
 from genflow.sampling_cli import plan_outputs, read_prompts_file
 
@@ -56,7 +58,7 @@ def test_sample_cli_is_deterministic_and_writes_sidecars_and_grid(releases, tmp_
                      + json.dumps({"id": "rain", "prompt": "rain on a roof"}) + "\n")
     txt = tmp_path / "prompts.txt"
     txt.write_text("# a comment\na dog barks\n\nrain on a roof\n")
-    common = ["--checkpoint", str(releases["tta"]), "--duration", "0.5", "--steps", "2", "--cfg", "2.0"]
+    common = ["--checkpoint", str(releases["tta"]), "--duration-s", "0.5", "--steps", "2", "--guidance-scale", "2.0"]
     a = sample_main(common + ["--prompts-file", str(jsonl), "--num-seeds", "2", "--out", str(tmp_path / "a")])
     b = sample_main(common + ["--prompts-file", str(txt), "--seed", "0", "--seed", "1", "--out", str(tmp_path / "b")])
     assert [p.name for p in a] == ["dog-1_s0.wav", "dog-1_s1.wav", "rain_s0.wav", "rain_s1.wav"]
@@ -72,7 +74,7 @@ def test_sample_cli_is_deterministic_and_writes_sidecars_and_grid(releases, tmp_
     meta = json.loads(a[1].with_suffix(".json").read_text())
     assert meta["prompt"] == "a dog barks" and meta["id"] == "dog/1" and meta["seed"] == 1
     assert meta["steps"] == 2 and meta["guidance_scale"] == 2.0 and meta["duration_s"] == 0.5
-    assert meta["sampler"] == "euler" and meta["schedule"] == "sway"  # the release's defaults
+    assert meta["solver"] == "euler" and meta["schedule"] == "sway"  # the release's settings
     assert meta["checkpoint"] == str(releases["tta"]) and meta["codec"] == "mel:griffin_lim_iters=4"
     assert meta["text_encoder"] == "tiny-t5" and meta["genflow_version"] == genflow.__version__
     assert meta["elapsed_s"] > 0
@@ -197,7 +199,8 @@ class FrameModel(torch.nn.Module):
 
 def test_chunked_equals_one_shot_for_a_frame_local_model():
     torch.manual_seed(0)
-    gen = Generator(FrameModel().eval(), FrameCodec(), defaults={"guidance_scale": 1.0, "schedule": "linear"})
+    settings = SamplingSettings(guidance_scale=1.0, schedule="linear")
+    gen = Generator(FrameModel().eval(), Conditioner(FrameCodec()), settings)
     wav = torch.randn(16000 * 3 + 37)
     whole = gen.enhance(wav, 16000, steps=4, chunk_s=10.0)
     chunked = gen.enhance(wav, 16000, steps=4, chunk_s=0.7, overlap_s=0.2, batch_size=3)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-import genflow.codecs as codecs
 from genflow.audio import load_audio, save_audio
 from genflow.codecs import MelCodec, MelCodecConfig, decode_latent, encode_audio, encode_batch, load_codec
 
@@ -148,13 +147,24 @@ def test_load_codec_dispatch(tmp_path, monkeypatch):
     dasheng = load_codec(DASHENG_TINY)
     assert type(dasheng).__name__ == "DashengTokenizer" and not dasheng.training
     assert all(not p.requires_grad for p in dasheng.parameters())
-    # names and hub ids go to DashengTokenizer.from_pretrained (stubbed: no network in tests)
+    # names and hub ids are downloaded (stubbed: no network in tests), then dispatched on model_type like a folder
+    from genflow import hub
+
+    MelCodec(n_mels=80).save_pretrained(tmp_path / "mel80")
+    snapshots = {"mispeech/dashengtokenizer": DASHENG_TINY, "someone/my-mel": tmp_path / "mel80"}
     calls = []
-    monkeypatch.setattr(codecs, "_load_dasheng", lambda p, revision=None: calls.append((p, revision)) or MelCodec())
-    for name in ("dasheng", "mispeech/dashengtokenizer", "someone/my-tokenizer@v2"):
-        load_codec(name)
-    assert calls == [("mispeech/dashengtokenizer", None), ("mispeech/dashengtokenizer", None),
-                     ("someone/my-tokenizer", "v2")]
+
+    def fake_download(repo, revision=None, allow_patterns=None):
+        calls.append((repo, revision, tuple(allow_patterns)))
+        return str(snapshots[repo])
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_download)
+    assert type(load_codec("dasheng")).__name__ == "DashengTokenizer"
+    assert type(load_codec("mispeech/dashengtokenizer")).__name__ == "DashengTokenizer"
+    assert load_codec("someone/my-mel@v2").config.n_mels == 80  # a hub id is not assumed to be DashengTokenizer
+    assert [c[:2] for c in calls] == [("mispeech/dashengtokenizer", None), ("mispeech/dashengtokenizer", None),
+                                      ("someone/my-mel", "v2")]
+    assert hub.parse_ref("someone/vaes@v1:vae") == ("someone/vaes", "v1", "vae")
     # errors list the valid forms
     for bad in ("melody", "./no/such/folder", "a/b/c"):
         with pytest.raises(ValueError, match="Valid forms: 'mel'"):
@@ -163,8 +173,9 @@ def test_load_codec_dispatch(tmp_path, monkeypatch):
     (tmp_path / "other" / "config.json").write_text('{"model_type": "encodec"}')
     with pytest.raises(ValueError, match="model_type 'encodec'"):
         load_codec(tmp_path / "other")
-    with pytest.raises(ValueError, match="no config.json"):
-        load_codec(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
+        load_codec(tmp_path / "empty")
 
 
 # ---------------------------------------------------------------- waveform helpers

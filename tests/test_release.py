@@ -19,7 +19,7 @@ def test_local_codec_folder_travels_inside_the_release(tmp_path, monkeypatch):
     MelCodec(n_mels=16, frame_rate=25).save_pretrained(codec_dir)
     model = DiT.from_preset("tiny", latent_dim=16, text_dim=0, aligned_dim=0)
     release = save_release(tmp_path / "release", model, model.state_dict(),
-                           {"codec": str(codec_dir), "text_encoder": None, "defaults": {"steps": 2}})
+                           {"codec": str(codec_dir), "text_encoder": None, "sampling": {"steps": 2}})
     meta = json.loads((release / "pipeline.json").read_text())
     assert meta["codec"] == "codec" and (release / "codec" / "config.json").is_file()
     # a second save replaces the first atomically (no .tmp/.old left behind)

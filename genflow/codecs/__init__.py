@@ -3,17 +3,17 @@
     load_codec("mel")                            # weight-free log-mel codec, defaults (64 mels, 25 Hz)
     load_codec("mel:n_mels=80,frame_rate=50")     # with overrides of MelCodecConfig fields
     load_codec("dasheng")                         # = "mispeech/dashengtokenizer" from the Hugging Face hub
-    load_codec("owner/name") / "owner/name@rev"   # a DashengTokenizer checkpoint on the hub
+    load_codec("owner/name@rev:subfolder")        # a hub id: downloaded, then dispatched like a folder
     load_codec("path/to/folder")                  # dispatch on config.json's model_type
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 import torch
 
+from genflow import hub
 from genflow.codecs.base import Codec
 from genflow.codecs.mel import MODEL_TYPE as MEL_MODEL_TYPE
 from genflow.codecs.mel import MelCodec, MelCodecConfig
@@ -25,30 +25,29 @@ DASHENG_HUB_ID = "mispeech/dashengtokenizer"
 DASHENG_MODEL_TYPE = "dashengtokenizer"
 VALID_FORMS = (
     "'mel' or 'mel:key=value,...' (MelCodecConfig fields, e.g. 'mel:n_mels=80,frame_rate=50'); "
-    f"'dasheng' (= {DASHENG_HUB_ID!r}); a hub id 'owner/name' or 'owner/name@revision' of a DashengTokenizer "
-    f"checkpoint; a local folder whose config.json has model_type {MEL_MODEL_TYPE!r} or {DASHENG_MODEL_TYPE!r}"
+    f"'dasheng' (= {DASHENG_HUB_ID!r}); a hub id 'owner/name[@revision][:subfolder]' or a local folder whose "
+    f"config.json has model_type {MEL_MODEL_TYPE!r} or {DASHENG_MODEL_TYPE!r}"
 )
 
 
-def _load_dasheng(path_or_hub_id: str, revision: str | None = None) -> Codec:
+def _load_dasheng(folder: str) -> Codec:
     from genflow.codecs.dasheng import DashengTokenizer  # lazy: the mel codec needs none of it
 
-    return DashengTokenizer.from_pretrained(path_or_hub_id, revision=revision)
+    return DashengTokenizer.from_pretrained(folder)
 
 
-def _load_folder(path: str) -> Codec:
-    cfg_file = os.path.join(path, "config.json")
-    if not os.path.isfile(cfg_file):
-        raise ValueError(f"codec folder {path!r} has no config.json; expected a folder written by a codec's "
-                         f"save_pretrained. Valid forms: {VALID_FORMS}")
-    with open(cfg_file) as f:
-        model_type = json.load(f).get("model_type")
-    if model_type == MEL_MODEL_TYPE:
-        return MelCodec.from_pretrained(path)
-    if model_type == DASHENG_MODEL_TYPE:
-        return _load_dasheng(path)
-    raise ValueError(f"{cfg_file} has model_type {model_type!r}; expected {MEL_MODEL_TYPE!r} or "
-                     f"{DASHENG_MODEL_TYPE!r}. Valid forms: {VALID_FORMS}")
+#: config.json model_type -> loader of that folder
+CODEC_LOADERS = {MEL_MODEL_TYPE: MelCodec.from_pretrained, DASHENG_MODEL_TYPE: _load_dasheng}
+
+
+def _load_folder(ref: str) -> Codec:
+    """A local folder or hub reference -> the codec class its config.json names."""
+    folder = hub.resolve(ref, files=("config.json",), patterns=("*.safetensors",), what="codec folder")
+    kind = hub.model_type(folder)
+    if kind not in CODEC_LOADERS:
+        raise ValueError(f"{folder / 'config.json'} has model_type {kind!r}; expected one of "
+                         f"{sorted(CODEC_LOADERS)}. Valid forms: {VALID_FORMS}")
+    return CODEC_LOADERS[kind](str(folder))
 
 
 def load_codec(name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> Codec:
@@ -56,13 +55,10 @@ def load_codec(name_or_path: str | os.PathLike, device: str | torch.device | Non
     name = os.fspath(name_or_path).strip()
     if name == "mel" or name.startswith("mel:"):
         codec = MelCodec(MelCodecConfig.from_string(name[4:]))
-    elif os.path.isdir(name):
+    elif name.lower() in ("dasheng", DASHENG_MODEL_TYPE):
+        codec = _load_folder(DASHENG_HUB_ID)
+    elif os.path.isdir(name) or hub.is_hub_id(name):
         codec = _load_folder(name)
-    elif name.lower() in ("dasheng", DASHENG_MODEL_TYPE, DASHENG_HUB_ID):
-        codec = _load_dasheng(DASHENG_HUB_ID)
-    elif name.count("/") == 1 and not name.startswith((".", "/", "~")) and all(name.split("@")[0].split("/")):
-        hub_id, _, revision = name.partition("@")
-        codec = _load_dasheng(hub_id, revision or None)
     else:
         raise ValueError(f"unknown codec {name!r} (not a known name, hub id or existing folder). "
                          f"Valid forms: {VALID_FORMS}")

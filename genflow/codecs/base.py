@@ -26,6 +26,13 @@ class Codec(nn.Module):
     latent_dim: int
 
     @property
+    def device(self) -> torch.device:
+        """Where the codec's weights live (the CPU for a weight-free codec)."""
+        for t in (*self.parameters(), *self.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    @property
     def hop_length(self) -> int:
         """Waveform samples per latent frame."""
         return round(self.sample_rate / self.frame_rate)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -537,41 +536,17 @@ class DashengTokenizer(Codec):
         cls, path_or_hub_id: str = "mispeech/dashengtokenizer", revision: str | None = None
     ) -> DashengTokenizer:
         """Load ``config.json`` + ``model.safetensors`` from a local folder or a Hugging Face hub id."""
-        from safetensors.torch import load_file
+        from genflow import hub
 
-        path = os.fspath(path_or_hub_id)
-        if os.path.isdir(path):
-            cfg_file, weights = os.path.join(path, "config.json"), os.path.join(path, "model.safetensors")
-            for f in (cfg_file, weights):
-                if not os.path.isfile(f):
-                    raise FileNotFoundError(
-                        f"{f} not found: a DashengTokenizer folder needs config.json and model.safetensors"
-                    )
-        elif path.count("/") == 1 and not os.path.exists(path) and not path.startswith((".", "/")):
-            from huggingface_hub import hf_hub_download
-
-            cfg_file = hf_hub_download(path, "config.json", revision=revision)
-            weights = hf_hub_download(path, "model.safetensors", revision=revision)
-        else:
-            raise FileNotFoundError(
-                f"{path!r} is neither a folder with config.json + model.safetensors nor a hub id 'owner/name'"
-            )
-        with open(cfg_file) as f:
-            config = DashengTokenizerConfig.from_dict(json.load(f))
-        model = cls(config)
-        model.load_state_dict_strict(load_file(weights))
+        folder = hub.resolve(path_or_hub_id, files=("config.json", "model.safetensors"), revision=revision,
+                             what="DashengTokenizer folder")
+        model = cls(DashengTokenizerConfig.from_dict(hub.read_json(folder / "config.json")))
+        model.load_state_dict_strict(hub.read_weights(folder / "model.safetensors"))
         return model.freeze()  # eval, no parameter gradients (inputs can still get them through decode)
 
     def save_pretrained(self, path: str) -> None:
         """Write ``config.json`` + ``model.safetensors`` in the official layout (atomic writes)."""
-        from safetensors.torch import save_file
+        from genflow import hub
 
-        os.makedirs(path, exist_ok=True)
-        sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = os.path.join(path, ".model.safetensors.tmp")
-        save_file(sd, tmp, metadata={"format": "pt"})
-        os.replace(tmp, os.path.join(path, "model.safetensors"))
-        tmp = os.path.join(path, ".config.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.config.to_dict(), f, indent=2)
-        os.replace(tmp, os.path.join(path, "config.json"))
+        hub.write_weights(os.path.join(path, "model.safetensors"), self.state_dict(), metadata={"format": "pt"})
+        hub.write_json(os.path.join(path, "config.json"), self.config.to_dict())

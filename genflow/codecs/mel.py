@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import os
 import typing
@@ -234,22 +233,20 @@ class MelCodec(Codec):
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write ``config.json`` ({"model_type": "genflow-mel", ...}); there are no weights."""
-        path = os.fspath(path)
-        os.makedirs(path, exist_ok=True)
-        tmp = os.path.join(path, f".config.json.tmp{os.getpid()}")
-        with open(tmp, "w") as f:
-            json.dump(self.config.to_dict(), f, indent=2)
-        os.replace(tmp, os.path.join(path, "config.json"))
+        from genflow import hub
+
+        hub.write_json(os.path.join(os.fspath(path), "config.json"), self.config.to_dict())
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> MelCodec:
         """Load a folder written by ``save_pretrained`` (a frozen codec)."""
+        from genflow import hub
+
         cfg_file = os.path.join(os.fspath(path), "config.json")
         if not os.path.isfile(cfg_file):
             raise FileNotFoundError(f"{cfg_file} not found: a mel codec folder needs the config.json "
                                     f"written by MelCodec.save_pretrained")
-        with open(cfg_file) as f:
-            d = json.load(f)
+        d = hub.read_json(cfg_file)
         if d.get("model_type", MODEL_TYPE) != MODEL_TYPE:
             raise ValueError(f"{cfg_file} has model_type {d.get('model_type')!r}, expected {MODEL_TYPE!r}; "
                              f"use genflow.codecs.load_codec to dispatch on model_type")

@@ -20,12 +20,6 @@ from genflow.codecs.base import Codec
 MAX_CHANNELS = 16  # a 2-D array with more rows than this on both axes is not a multichannel waveform
 
 
-def _device(codec: Codec) -> torch.device:
-    for t in (*codec.parameters(), *codec.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 def _to_mono(x: torch.Tensor) -> torch.Tensor:
     """Any waveform shape -> (N,): (N,), (C, N) or soundfile's (N, C); leading size-1 dims are dropped."""
     while x.dim() > 2 and x.shape[0] == 1:
@@ -71,7 +65,7 @@ def encode_audio(
                          f"({wav.shape[-1] / codec.sample_rate:.4f} s); the codec needs at least "
                          f"{codec.hop_length} samples ({need:.3f} s); pad it or give a longer clip")
     with torch.no_grad():
-        return codec.encode(wav[None].to(_device(codec)))[0]  # (T, C)
+        return codec.encode(wav[None].to(codec.device))[0]  # (T, C)
 
 
 def decode_latent(codec: Codec, latent: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
@@ -80,11 +74,27 @@ def decode_latent(codec: Codec, latent: torch.Tensor, sample_rate: int | None = 
         raise ValueError(f"expected a latent (T, {codec.latent_dim}) or (B, T, {codec.latent_dim}), "
                          f"got shape {tuple(latent.shape)}")
     with torch.no_grad():
-        wav = codec.decode(latent.to(_device(codec)) if latent.dim() == 3 else latent[None].to(_device(codec)))
+        wav = codec.decode(latent.to(codec.device) if latent.dim() == 3 else latent[None].to(codec.device))
     wav = wav.float()  # (B, N)
     if sample_rate is not None and sample_rate != codec.sample_rate:
         wav = resample(wav, codec.sample_rate, sample_rate)
     return wav if latent.dim() == 3 else wav[0]
+
+
+@torch.no_grad()
+def encode_padded(codec: Codec, audio: torch.Tensor, lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-padded (B, N) waveforms of ``lengths`` samples -> latents (B, T, C) zero past each clip's frames,
+    and the frame mask (B, T) bool. The one place where pad -> mask -> encode -> trim happens.
+
+    ``lengths`` is a host list (from collate), so encoding on a GPU costs no host sync.
+    """
+    device = audio.device
+    n = torch.tensor(lengths)
+    audio_mask = (torch.arange(audio.shape[1])[None, :] < n[:, None]).to(device, non_blocking=True)
+    latent = codec.encode(audio, attention_mask=audio_mask).float()  # (B, T, C)
+    frames = torch.tensor([codec.num_frames(int(k)) for k in lengths]).to(device, non_blocking=True)
+    mask = torch.arange(latent.shape[1], device=device)[None, :] < frames[:, None]  # (B, T)
+    return latent * mask[..., None], mask
 
 
 def encode_batch(codec: Codec, waves: list[torch.Tensor], sample_rate: int | None = None) -> list[torch.Tensor]:
@@ -99,9 +109,6 @@ def encode_batch(codec: Codec, waves: list[torch.Tensor], sample_rate: int | Non
     if short:
         raise ValueError(f"clips {short} are shorter than one latent frame ({codec.hop_length} samples at "
                          f"{codec.sample_rate} Hz); drop or pad them")
-    device = _device(codec)
-    audio = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True).to(device)  # (B, N_max)
-    mask = torch.arange(audio.shape[1], device=device)[None] < torch.tensor(lengths, device=device)[:, None]
-    with torch.no_grad():
-        latent = codec.encode(audio, mask)  # (B, T_max, C)
-    return [latent[i, : codec.num_frames(n)] for i, n in enumerate(lengths)]
+    audio = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True).to(codec.device)  # (B, N_max)
+    latent, mask = encode_padded(codec, audio, lengths)
+    return [latent[i, : int(m.sum())] for i, m in enumerate(mask.cpu())]

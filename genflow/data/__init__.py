@@ -1,7 +1,7 @@
 """Data: JSONL manifests + validation, the latent cache, datasets, and batching with masks."""
 
-from genflow.data.batching import LengthBucketSampler, collate
-from genflow.data.cache import LatentCache, build_latent_cache, codec_signature
+from genflow.data.batching import LengthBucketSampler, SkipBatches, collate
+from genflow.data.cache import LatentCache, build_latent_cache, codec_signature, resolve_cache_dir
 from genflow.data.datasets import SpeechPairDataset, TextAudioDataset, active_power, mix_at_snr
 from genflow.data.manifest import (
     ValidationReport,
@@ -15,6 +15,7 @@ from genflow.data.manifest import (
 __all__ = [
     "LatentCache",
     "LengthBucketSampler",
+    "SkipBatches",
     "SpeechPairDataset",
     "TextAudioDataset",
     "ValidationReport",
@@ -25,6 +26,7 @@ __all__ = [
     "index_audio_files",
     "mix_at_snr",
     "read_manifest",
+    "resolve_cache_dir",
     "validate_manifest",
     "write_manifest",
     "write_splits",

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from genflow.codecs.waveform import encode_batch
 from genflow.data.manifest import read_manifest
+from genflow.hub import write_json, write_weights
 
 log = logging.getLogger(__name__)
 
@@ -79,24 +80,19 @@ def same_codec(a: dict, b: dict) -> bool:
     return wa.shape == wb.shape and bool(np.allclose(wa, wb, rtol=1e-2, atol=1e-5))
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def _ids_digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
-def _codec_device(codec) -> torch.device:
-    for t in (*codec.parameters(), *codec.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 def _shard_name(i: int) -> str:
     return f"shard-{i:05d}.safetensors"
+
+
+def resolve_cache_dir(setting: str, default: str | os.PathLike) -> Path | None:
+    """The one reading of a latent-cache setting: "auto" -> ``default``, "" -> None (no cache), else that folder."""
+    if not setting:
+        return None
+    return Path(default) if setting == "auto" else Path(setting)
 
 
 def _encode_shard(items, keys, codec, batch_size, dtype, pool) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -105,9 +101,8 @@ def _encode_shard(items, keys, codec, batch_size, dtype, pool) -> tuple[dict[str
 
     def load(job):
         try:
-            wav, _ = load_audio(job[2], codec.sample_rate)
-            return wav if torch.isfinite(wav).all() and wav.numel() > 0 else None
-        except (AudioError, RuntimeError, OSError, ValueError):
+            return load_audio(job[2], codec.sample_rate)[0]  # finite and non-empty, or AudioError
+        except (AudioError, RuntimeError, OSError):
             return None
 
     jobs = [(item_id, k, paths[k]) for item_id, paths in items for k in keys]
@@ -117,20 +112,12 @@ def _encode_shard(items, keys, codec, batch_size, dtype, pool) -> tuple[dict[str
         (i for i, (job, w) in enumerate(zip(jobs, wavs)) if job[0] not in failed),
         key=lambda i: wavs[i].shape[-1],
     )  # sort by length: little padding per batch
-    device = _codec_device(codec)
     tensors = {}
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
-        lengths = torch.tensor([wavs[i].shape[-1] for i in chunk])
-        audio = torch.nn.utils.rnn.pad_sequence([wavs[i] for i in chunk], batch_first=True)  # (B, N)
-        mask = torch.arange(audio.shape[1])[None, :] < lengths[:, None]  # (B, N)
-        with torch.no_grad():
-            latent = codec.encode(audio.to(device), mask.to(device))  # (B, T, C)
-        latent = latent.float().cpu()
-        for row, i in enumerate(chunk):
+        for i, latent in zip(chunk, encode_batch(codec, [wavs[i] for i in chunk])):
             item_id, k, _ = jobs[i]
-            frames = min(codec.num_frames(int(lengths[row])), latent.shape[1])
-            tensors[f"{k}:{item_id}"] = latent[row, :frames].to(dtype).contiguous()
+            tensors[f"{k}:{item_id}"] = latent.cpu().to(dtype).contiguous()
     return tensors, failed
 
 
@@ -182,7 +169,7 @@ def build_latent_cache(
         if meta_path.exists():
             _check_meta(json.loads(meta_path.read_text()), meta, out_dir)
         else:
-            _write_json(meta_path, meta)
+            write_json(meta_path, meta)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     if rank != 0:
@@ -205,9 +192,8 @@ def build_latent_cache(
                 bar.update(len(shards[i]))
                 continue
             tensors, failed = _encode_shard([(j, items[j]) for j in shards[i]], keys, codec, batch_size, dtype, pool)
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            save_file(tensors, tmp, metadata={"ids": _ids_digest(shards[i]), "failed": json.dumps(failed)})
-            os.replace(tmp, path)  # atomic: a shard on disk is always complete
+            # atomic: a shard on disk is always complete
+            write_weights(path, tensors, metadata={"ids": _ids_digest(shards[i]), "failed": json.dumps(failed)})
             stats["written"] += 1
             stats["failed"] += failed
             bar.update(len(shards[i]))
@@ -268,7 +254,7 @@ def _write_index(out_dir: Path, meta: dict, num_shards: int) -> None:
                 key, item_id = name.split(":", 1)
                 items[item_id] = i
                 frames[name] = f.get_slice(name).get_shape()[0]
-    _write_json(out_dir / "index.json", {**meta, "items": items, "frames": frames, "failed": failed})
+    write_json(out_dir / "index.json", {**meta, "items": items, "frames": frames, "failed": failed})
 
 
 class LatentCache:

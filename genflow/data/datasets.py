@@ -108,10 +108,7 @@ class _ClipDataset(Dataset):
     def _load(self, path: str) -> torch.Tensor:
         from genflow.audio import load_audio
 
-        wav, _ = load_audio(path, self.sample_rate)
-        if not torch.isfinite(wav).all() or wav.numel() == 0:
-            raise ValueError(f"{path}: empty or non-finite samples")
-        return wav
+        return load_audio(path, self.sample_rate)[0]  # finite and non-empty, or AudioError
 
     def __getitem__(self, index: int) -> dict:
         for attempt in range(_RETRIES):
@@ -131,7 +128,7 @@ class _ClipDataset(Dataset):
 
 
 class TextAudioDataset(_ClipDataset):
-    """Captioned clips: {"id", "caption", "latent" (T, C)} from a cache, else "audio" (N,) for "latent"."""
+    """Captioned clips: {"id", "caption", "audio"}: (T, C) latents from a cache, else (N,) waveforms."""
 
     def __init__(
         self,
@@ -155,7 +152,7 @@ class TextAudioDataset(_ClipDataset):
         if self.cache is not None:
             latent = self.cache.get(item["id"], "audio")  # (T, C)
             start = _crop_start(latent.shape[0], self.max_frames, 1, rng, self.random_crop)
-            item["latent"] = latent[start : start + self.max_frames]
+            item["audio"] = latent[start : start + self.max_frames]
         else:
             wav = self._load(row["audio"])  # (N,)
             size = self.max_frames * self.hop_length

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from genflow.hub import write_text
+
 log = logging.getLogger(__name__)
 
 AUDIO_KEYS = ("audio", "clean", "noisy")
@@ -77,9 +79,7 @@ def write_manifest(
             if k in row:
                 row[k] = Path(os.path.relpath(Path(row[k]).resolve(), root)).as_posix()
         lines.append(json.dumps(row, ensure_ascii=False))
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in lines))
 
 
 @dataclass

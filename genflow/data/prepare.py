@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-from genflow.data.cache import build_latent_cache
+from genflow.data.cache import build_latent_cache, resolve_cache_dir
 from genflow.data.manifest import write_splits
 
 SPLITS = ("train", "valid", "test")
@@ -63,7 +63,7 @@ def add_prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cache",
         nargs="?",
-        const="default",
+        const="auto",
         default=None,
         metavar="DIR",
         help="also build latent caches in DIR/<split> (default DIR: <out-dir>/cache)",
@@ -100,8 +100,8 @@ def run_prepare(
     accelerator.wait_for_everyone()
     from genflow.codecs import load_codec
 
-    codec = load_codec(args.codec, device=accelerator.device).freeze()
-    cache_root = Path(args.cache) if args.cache != "default" else args.out_dir / "cache"
+    codec = load_codec(args.codec, device=accelerator.device)
+    cache_root = resolve_cache_dir(args.cache, args.out_dir / "cache")
     for split in SPLITS:
         manifest = args.out_dir / f"{split}.jsonl"
         if not manifest.exists():

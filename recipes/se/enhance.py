@@ -1,13 +1,13 @@
 """Speech enhancement of files and folders with a genflow release; the output folder mirrors the input tree.
 
     python recipes/se/enhance.py --checkpoint runs/se-demo/release noisy/ extra.flac --out enhanced/
-    python recipes/se/enhance.py --checkpoint user/genflow-se noisy/ --out enhanced/ --steps 16 --chunk-seconds 10
+    python recipes/se/enhance.py --checkpoint user/genflow-se noisy/ --out enhanced/ --steps 16 --chunk-s 10
 
 - Inputs: files and/or folders (searched recursively for files soundfile reads: WAV, FLAC, OGG, MP3, AIFF, ...).
   A folder INPUT maps to OUT/ (its tree mirrored below OUT); a file maps to OUT/NAME.
 - Output: mono, at the input file's sample rate (``--sample-rate`` to force one). FLAC inputs give FLAC,
   every other format gives WAV (16-bit PCM), named like the input with that extension.
-- Long files run in ``--chunk-seconds`` windows overlapping by ``--overlap-seconds`` with a crossfade, so the
+- Long files run in ``--chunk-s`` second windows overlapping by ``--overlap-s`` seconds with a crossfade, so the
   model's memory is bounded whatever the length (the waveform itself is held in memory).
 - Existing outputs are skipped unless ``--overwrite``; files are written atomically (temp name, then rename),
   so an interrupted run resumes where it stopped. ``--out`` may not be, or lie inside, an input folder.
@@ -28,6 +28,7 @@ import torch
 
 import genflow
 from genflow.audio import AudioError, load_audio, resample, save_audio
+from genflow.sampling import add_setting_flags, overrides_from_args
 
 # Extensions soundfile (libsndfile) reads, lower case, without the dot.
 READABLE = {ext.lower() for ext in sf.available_formats()} | {"mp3", "ogg", "oga", "opus", "aif", "wave"}
@@ -75,16 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files and/or folders (recursive)")
     p.add_argument("--checkpoint", required=True, help="release folder (RUN/release) or hub id owner/name")
     p.add_argument("--out", required=True, help="output folder (mirrors the input tree)")
-    p.add_argument("--steps", type=int, help="sampling steps (default: the release's)")
-    p.add_argument("--cfg", type=float, help="guidance scale (default: the release's)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (same seed -> same output)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when present)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
-    p.add_argument("--chunk-seconds", type=float, help="window length for long files (default: the release's)")
-    p.add_argument("--overlap-seconds", type=float, help="crossfaded overlap between windows")
     p.add_argument("--sample-rate", type=int, help="output sample rate (default: each input's own)")
     p.add_argument("--overwrite", action="store_true", help="redo files whose output already exists")
+    add_setting_flags(p, exclude=("duration_s",))
     return p
 
 
@@ -93,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     jobs = collect(args.inputs, out)
+    settings = overrides_from_args(args)
     try:
         gen = genflow.load(args.checkpoint, device=args.device, dtype=torch.bfloat16 if args.bf16 else None)
     except (FileNotFoundError, ValueError) as e:
@@ -109,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wav, sr = load_audio(src)  # (N,) mono float32 at the file's rate
             t0 = time.perf_counter()
-            clean = gen.enhance(wav, sr, steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
-                                chunk_s=args.chunk_seconds, overlap_s=args.overlap_seconds,
-                                batch_size=args.batch_size)
+            clean = gen.enhance(wav, sr, seed=args.seed, batch_size=args.batch_size, **settings)
             target_sr = args.sample_rate or sr
             if target_sr != sr:
                 clean = resample(clean, sr, target_sr)

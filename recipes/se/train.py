@@ -20,20 +20,21 @@ from pathlib import Path
 
 from genflow.audio import load_audio
 from genflow.cli import parse_config
+from genflow.conditioning import BatchKeys
 from genflow.data import SpeechPairDataset
 from genflow.model import PRESETS as DIT
-from genflow.run import (
+from genflow.recipe import (
     ALIASES,
     RESUME_FLAG,
     DataConfig,
     RunConfig,
-    SamplingConfig,
     latent_cache,
     load_rows,
     max_frames,
     run_training,
     setup,
 )
+from genflow.sampling import SamplingSettings
 from genflow.training import TrainConfig
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "data" / "demo" / "se"
@@ -45,7 +46,7 @@ DEMO = RunConfig(
     model=replace(DIT["small"], long_skip=False),
     train=TrainConfig(out="runs/se-demo", max_steps=5000, batch_size=16, lr=5e-4, warmup_steps=100,
                       aligned_dropout=0.1, save_every=500, sample_every=500, log_every=25),
-    sampling=SamplingConfig(steps=10, guidance_scale=1.0, schedule="linear"),
+    sampling=SamplingSettings(steps=10, guidance_scale=1.0, schedule="linear"),
     preview=tuple(str(DEMO_DATA / "test" / "noisy" / f) for f in (
         "allison_check-number-dial-again.flac", "allison_conf-extended.flac")),
 )
@@ -56,7 +57,7 @@ BASE = RunConfig(
     train=TrainConfig(out="runs/se-base", max_steps=200_000, batch_size=32, lr=1e-4, warmup_steps=2000,
                       aligned_dropout=0.1, mixed_precision="bf16", save_every=5000, sample_every=5000,
                       log_every=50, num_workers=4),
-    sampling=SamplingConfig(steps=25, guidance_scale=1.0, schedule="linear"),
+    sampling=SamplingSettings(steps=25, guidance_scale=1.0, schedule="linear"),
 )
 PRESETS = {
     "demo": DEMO,
@@ -72,7 +73,8 @@ PRESETS = {
 def main(argv: list[str] | None = None) -> Path:
     """Parse flags, set up pairs (or clean + noise) and the aligned conditioning, run the loop."""
     cfg, args = parse_config(PRESETS, "demo", argv, __doc__, extra=[RESUME_FLAG], aliases=ALIASES)
-    cfg, codec, _ = setup(cfg, aligned=True)
+    cfg, conditioner = setup(cfg, aligned=True)
+    codec = conditioner.codec
     mixing = bool(cfg.data.noise)
     rows = load_rows(cfg.data.train, ("clean",) if mixing else ("clean", "noisy"), cfg.data)
     noise_rows = load_rows(cfg.data.noise, ("audio",), replace(cfg.data, min_seconds=0.1)) if mixing else None
@@ -86,8 +88,8 @@ def main(argv: list[str] | None = None) -> Path:
     def preview(generator) -> dict:
         return {name: generator.enhance(wav, sr, seed=0) for name, (wav, sr) in noisy.items()}
 
-    return run_training(cfg, codec, None, dataset, target_key="clean", text_key=None, aligned_key="noisy",
-                        preview=preview if noisy else None, resume=args.resume)
+    keys = BatchKeys(target="clean", aligned="noisy", cached=cache is not None)
+    return run_training(cfg, conditioner, dataset, keys, preview=preview if noisy else None, resume=args.resume)
 
 
 if __name__ == "__main__":

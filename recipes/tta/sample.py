@@ -2,7 +2,7 @@
 
     python recipes/tta/sample.py --checkpoint runs/tta-demo/release --prompt "a dog barking" --out samples/tta
     python recipes/tta/sample.py --checkpoint runs/tta-base/release --prompts-file prompts.jsonl \\
-        --duration 10 --steps 25 --cfg 3 --num-seeds 4 --out samples/tta
+        --duration-s 10 --steps 25 --guidance-scale 3 --num-seeds 4 --out samples/tta
 """
 
 import sys

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from genflow.cli import parse_config
 from genflow.model import PRESETS as DIT
-from genflow.run import ALIASES, RESUME_FLAG, DataConfig, RunConfig, SamplingConfig, train_captioned
+from genflow.recipe import ALIASES, RESUME_FLAG, DataConfig, RunConfig, train_captioned
+from genflow.sampling import SamplingSettings
 from genflow.training import TrainConfig
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "data" / "demo" / "tta"
@@ -31,7 +32,7 @@ DEMO = RunConfig(
     model=DIT["small"],
     train=TrainConfig(out="runs/tta-demo", max_steps=5000, batch_size=16, lr=5e-4, warmup_steps=100,
                       save_every=500, sample_every=500, log_every=25),
-    sampling=SamplingConfig(duration_s=3.0, steps=25, guidance_scale=3.0),
+    sampling=SamplingSettings(duration_s=3.0, steps=25, guidance_scale=3.0),
     preview=("a house music kick drum hit", "an ambient choir pad", "a crisp snare drum hit",
              "the amen break drum loop"),
 )
@@ -42,7 +43,7 @@ BASE = RunConfig(
     model=DIT["base"],
     train=TrainConfig(out="runs/tta-base", max_steps=400_000, batch_size=32, lr=1e-4, warmup_steps=2000,
                       mixed_precision="bf16", save_every=5000, sample_every=5000, log_every=50, num_workers=4),
-    sampling=SamplingConfig(duration_s=10.0, steps=25, guidance_scale=5.0),
+    sampling=SamplingSettings(duration_s=10.0, steps=25, guidance_scale=5.0),
     preview=("a dog barks while cars pass by", "rain falls on a tin roof", "a man speaks then a crowd applauds"),
 )
 PRESETS = {

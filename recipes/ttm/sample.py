@@ -2,7 +2,7 @@
 
     python recipes/ttm/sample.py --checkpoint runs/ttm-demo/release --prompt "calm piano, 80 bpm" --out samples/ttm
     python recipes/ttm/sample.py --checkpoint runs/ttm-base/release --prompts-file prompts.jsonl \\
-        --duration 10 --steps 25 --cfg 3 --num-seeds 4 --out samples/ttm
+        --duration-s 10 --steps 25 --guidance-scale 3 --num-seeds 4 --out samples/ttm
 """
 
 import sys

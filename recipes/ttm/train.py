@@ -19,7 +19,8 @@ from pathlib import Path
 
 from genflow.cli import parse_config
 from genflow.model import PRESETS as DIT
-from genflow.run import ALIASES, RESUME_FLAG, DataConfig, RunConfig, SamplingConfig, train_captioned
+from genflow.recipe import ALIASES, RESUME_FLAG, DataConfig, RunConfig, train_captioned
+from genflow.sampling import SamplingSettings
 from genflow.training import TrainConfig
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "data" / "demo" / "ttm"
@@ -31,7 +32,7 @@ DEMO = RunConfig(
     model=DIT["small"],
     train=TrainConfig(out="runs/ttm-demo", max_steps=1500, batch_size=16, lr=5e-4, warmup_steps=100,
                       save_every=500, sample_every=500, log_every=25),
-    sampling=SamplingConfig(duration_s=6.0, steps=25, guidance_scale=3.0),
+    sampling=SamplingSettings(duration_s=6.0, steps=25, guidance_scale=3.0),
     preview=("a reel in D major, 2/2, played on fiddle at 105 bpm",
              "a jig in G major, 6/8, played on flute at 110 bpm",
              "a hornpipe in F major, 2/4, played on piano at 100 bpm",
@@ -44,7 +45,7 @@ BASE = RunConfig(
     model=DIT["base"],
     train=TrainConfig(out="runs/ttm-base", max_steps=400_000, batch_size=32, lr=1e-4, warmup_steps=2000,
                       mixed_precision="bf16", save_every=5000, sample_every=5000, log_every=50, num_workers=4),
-    sampling=SamplingConfig(duration_s=10.0, steps=25, guidance_scale=5.0),
+    sampling=SamplingSettings(duration_s=10.0, steps=25, guidance_scale=5.0),
     preview=("a calm piano ballad with soft strings", "an energetic rock song with distorted guitars and drums",
              "a lo-fi hip hop beat with a mellow electric piano"),
 )

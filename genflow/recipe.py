@@ -1,7 +1,7 @@
-"""What every recipe's ``train.py`` shares: the run config, data set-up and the call into the loop.
+"""What every recipe's ``train.py`` shares: the run config, the frozen models, the data and the call into the loop.
 
 A recipe keeps only what is its own: presets, which manifest keys it reads, the dataset class, the
-conditioning keys and its preview. Everything here is task-agnostic.
+batch keys and its preview. Everything here is task-agnostic.
 """
 
 from __future__ import annotations
@@ -15,21 +15,21 @@ from pathlib import Path
 from accelerate.utils import set_seed
 
 from genflow.cli import config_to_dict
-from genflow.codecs import Codec, load_codec
-from genflow.conditioning import Conditioner
+from genflow.conditioning import BatchKeys, Conditioner, build_conditioner
 from genflow.data import (
     LatentCache,
     LengthBucketSampler,
     build_latent_cache,
     collate,
     read_manifest,
+    resolve_cache_dir,
     validate_manifest,
 )
 from genflow.model import DiT, DiTConfig
-from genflow.text import CachedTextEncoder, load_text_encoder
+from genflow.sampling import SamplingSettings
 from genflow.training import TrainConfig, process_state, train
 
-logger = logging.getLogger("genflow.run")
+logger = logging.getLogger("genflow.recipe")
 
 
 @dataclass
@@ -48,28 +48,15 @@ class DataConfig:
 
 
 @dataclass
-class SamplingConfig:
-    """Sampling defaults written into the release and used for previews."""
-
-    duration_s: float = 10.0
-    steps: int = 25
-    guidance_scale: float = 3.0
-    sampler: str = "euler"
-    schedule: str = "sway"
-    shift: float = 3.0
-    sway_coef: float = -1.0
-
-
-@dataclass
 class RunConfig:
-    """One training run: codec, text encoder, data, model, optimisation, sampling defaults."""
+    """One training run: codec, text encoder, data, model, optimisation, sampling settings of the release."""
 
     codec: str = "mel"
     text_encoder: str = ""  # "" = no text conditioning
     data: DataConfig = field(default_factory=DataConfig)
     model: DiTConfig = field(default_factory=DiTConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
     preview: tuple[str, ...] = ()  # prompts (or audio paths) sampled every train.sample_every steps
 
 
@@ -87,24 +74,20 @@ def load_rows(manifest: str, audio_keys: tuple[str, ...], data: DataConfig) -> l
     return good
 
 
-def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Codec, CachedTextEncoder | None]:
-    """Load the frozen codec/text encoder and fill the model's latent/text/aligned widths from them."""
-    state = process_state()
-    codec = load_codec(cfg.codec, device=state.device)
-    text_encoder = None
-    if cfg.text_encoder:
-        text_encoder = CachedTextEncoder(load_text_encoder(cfg.text_encoder, device=state.device))
-    model_cfg = dataclasses.replace(cfg.model, latent_dim=codec.latent_dim,
-                                    text_dim=text_encoder.dim if text_encoder else 0,
+def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner]:
+    """Load the frozen codec/text encoder (``build_conditioner``) and fill the model's widths from them."""
+    conditioner = build_conditioner(cfg.codec, cfg.text_encoder or None, device=process_state().device)
+    codec, text = conditioner.codec, conditioner.text_encoder
+    model_cfg = dataclasses.replace(cfg.model, latent_dim=codec.latent_dim, text_dim=text.dim if text else 0,
                                     aligned_dim=codec.latent_dim if aligned else 0)
-    return dataclasses.replace(cfg, model=model_cfg), codec, text_encoder
+    return dataclasses.replace(cfg, model=model_cfg), conditioner
 
 
 def latent_cache(cfg: RunConfig, rows: list[dict], codec, keys: tuple[str, ...]) -> LatentCache | None:
     """Build (once, resumably, split across processes) and open the latent cache, or None when disabled."""
-    if not cfg.data.cache:
+    folder = resolve_cache_dir(cfg.data.cache, Path(cfg.train.out) / "latents")
+    if folder is None:
         return None
-    folder = Path(cfg.train.out) / "latents" if cfg.data.cache == "auto" else Path(cfg.data.cache)
     state = process_state()
     build_latent_cache(rows, codec, folder, keys=keys, fp16=cfg.data.cache_fp16,
                        accelerator=state if state.num_processes > 1 else None)
@@ -112,30 +95,17 @@ def latent_cache(cfg: RunConfig, rows: list[dict], codec, keys: tuple[str, ...])
     return LatentCache(folder, codec=codec)
 
 
-def run_training(
-    cfg: RunConfig,
-    codec,
-    text_encoder,
-    dataset,
-    *,
-    target_key: str,
-    text_key: str | None,
-    aligned_key: str | None,
-    preview: Callable | None,
-    resume: str | None,
-) -> Path:
-    """Build the DiT, the sampler and the conditioner, then run ``genflow.training.train``."""
+def run_training(cfg: RunConfig, conditioner: Conditioner, dataset, keys: BatchKeys, *,
+                 preview: Callable | None, resume: str | None) -> Path:
+    """Build the DiT and the batch sampler, then run ``genflow.training.train``."""
     state = process_state()
     set_seed(cfg.train.seed)  # the same initial weights on every process and in every rerun
     model = DiT(cfg.model)
     sampler = LengthBucketSampler(dataset.lengths, cfg.train.batch_size, seed=cfg.train.seed,
                                   num_replicas=state.num_processes, rank=state.process_index)
-    conditioner = Conditioner(codec, text_encoder, target_key=target_key, text_key=text_key,
-                              aligned_key=aligned_key)
-    release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None,
-               "defaults": dataclasses.asdict(cfg.sampling)}
-    return train(cfg.train, model, dataset, sampler, collate, conditioner, release=release,
-                 run_config=config_to_dict(cfg), preview=preview, resume=resume)
+    release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None, "sampling": cfg.sampling.to_dict()}
+    return train(cfg.train, model, dataset, sampler, collate, conditioner.with_keys(keys), release=release,
+                 run_config=config_to_dict(cfg), preview=preview, resume_from=resume)
 
 
 def max_frames(cfg: RunConfig, codec) -> int:
@@ -147,18 +117,19 @@ def train_captioned(cfg: RunConfig, resume: str | None = None) -> Path:
     """Train on captioned clips ({"audio", "caption"} rows): text-to-audio and text-to-music alike."""
     from genflow.data import TextAudioDataset
 
-    cfg, codec, text_encoder = setup(cfg, aligned=False)
+    cfg, conditioner = setup(cfg, aligned=False)
+    codec = conditioner.codec
     rows = load_rows(cfg.data.train, ("audio",), cfg.data)
-    dataset = TextAudioDataset(rows, cache=latent_cache(cfg, rows, codec, ("audio",)),
-                               codec_sample_rate=codec.sample_rate, hop_length=codec.hop_length,
+    cache = latent_cache(cfg, rows, codec, ("audio",))
+    dataset = TextAudioDataset(rows, cache=cache, codec_sample_rate=codec.sample_rate, hop_length=codec.hop_length,
                                max_frames=max_frames(cfg, codec), seed=cfg.train.seed)
     prompts = list(cfg.preview)
 
     def preview(generator) -> dict:
-        return dict(zip(prompts, generator.generate(prompts, duration_s=cfg.sampling.duration_s, seed=0)))
+        return dict(zip(prompts, generator.generate(prompts, seed=0)))
 
-    return run_training(cfg, codec, text_encoder, dataset, target_key="audio", text_key="caption",
-                        aligned_key=None, preview=preview if prompts else None, resume=resume)
+    keys = BatchKeys(target="audio", text="caption", cached=cache is not None)
+    return run_training(cfg, conditioner, dataset, keys, preview=preview if prompts else None, resume=resume)
 
 
 #: Short flags every recipe accepts, on top of ``--FIELD.PATH value`` for any config field.
