@@ -14,7 +14,7 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 
-from genflow.cli import config_to_dict
+from genflow.cli.config import config_to_dict
 from genflow.conditioning import BatchKeys, Conditioner, build_conditioner
 from genflow.data import (
     LatentCache,

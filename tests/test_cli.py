@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from genflow.cli import apply_overrides, parse_config
+from genflow.cli.config import apply_overrides, parse_config
 
 
 @dataclass

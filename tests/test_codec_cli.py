@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from genflow.audio import audio_info, load_audio, save_audio
-from genflow.codecs.__main__ import main
+from genflow.cli.codec import main
 
 SPEECH = os.path.join(os.path.dirname(__file__), "fixtures", "audio", "speech.wav")
 

@@ -12,13 +12,13 @@ import soundfile as sf
 import torch
 
 import genflow
+from genflow.cli.sample import main as sample_main
+from genflow.cli.sample import plan_outputs, read_prompts_file
 from genflow.codecs.base import Codec
 from genflow.conditioning import Conditioner
 from genflow.pipeline import Generator
 from genflow.plots import log_mel_db
 from genflow.sampling import SamplingSettings
-from genflow.sampling_cli import main as sample_main
-from genflow.sampling_cli import plan_outputs, read_prompts_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "tests" / "fixtures" / "audio" / "speech.wav"

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from genflow.audio import load_audio
-from genflow.cli import parse_config
+from genflow.cli.config import parse_config
 from genflow.conditioning import BatchKeys
 from genflow.data import SpeechPairDataset
 from genflow.model import PRESETS as DIT

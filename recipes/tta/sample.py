@@ -1,4 +1,4 @@
-"""Text-to-audio sampling: prompts -> WAVs + JSON sidecars + a spectrogram grid (see genflow.sampling_cli).
+"""Text-to-audio sampling: prompts -> WAVs + JSON sidecars + a spectrogram grid (see genflow.cli.sample).
 
     python recipes/tta/sample.py --checkpoint runs/tta-demo/release --prompt "a dog barking" --out samples/tta
     python recipes/tta/sample.py --checkpoint runs/tta-base/release --prompts-file prompts.jsonl \\
@@ -7,7 +7,7 @@
 
 import sys
 
-from genflow.sampling_cli import main
+from genflow.cli.sample import main
 
 if __name__ == "__main__":
     main(sys.argv[1:], description=__doc__)

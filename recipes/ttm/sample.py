@@ -1,4 +1,4 @@
-"""Text-to-music sampling: prompts -> WAVs + JSON sidecars + a spectrogram grid (see genflow.sampling_cli).
+"""Text-to-music sampling: prompts -> WAVs + JSON sidecars + a spectrogram grid (see genflow.cli.sample).
 
     python recipes/ttm/sample.py --checkpoint runs/ttm-demo/release --prompt "calm piano, 80 bpm" --out samples/ttm
     python recipes/ttm/sample.py --checkpoint runs/ttm-base/release --prompts-file prompts.jsonl \\
@@ -7,7 +7,7 @@
 
 import sys
 
-from genflow.sampling_cli import main
+from genflow.cli.sample import main
 
 if __name__ == "__main__":
     main(sys.argv[1:], description=__doc__)

@@ -17,7 +17,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from genflow.cli import parse_config
+from genflow.cli.config import parse_config
 from genflow.model import PRESETS as DIT
 from genflow.recipe import ALIASES, RESUME_FLAG, DataConfig, RunConfig, train_captioned
 from genflow.sampling import SamplingSettings

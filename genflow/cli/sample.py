@@ -18,12 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 import genflow
 from genflow.audio import save_audio
+from genflow.cli.common import add_release_flags, load_release
 from genflow.plots import save_spectrogram_grid
-from genflow.sampling import add_setting_flags, overrides_from_args
+from genflow.sampling import overrides_from_args
 
 PROMPT_KEYS = ("caption", "prompt", "text")
 
@@ -80,17 +79,13 @@ def plan_outputs(prompts: list[tuple[str | None, str]], seeds: list[int]) -> lis
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     """The shared argparse parser of recipes/{tta,ttm}/sample.py."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="release folder (RUN/release) or hub id owner/name")
     p.add_argument("--prompt", action="append", default=[], help="a text prompt (repeatable)")
     p.add_argument("--prompts-file", help="text file (one prompt a line) or JSONL with id + caption/prompt")
     p.add_argument("--seed", type=int, action="append", help="a seed (repeatable); default 0")
     p.add_argument("--num-seeds", type=int, help="seeds 0..N-1 (or SEED..SEED+N-1 with one --seed)")
-    p.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (CPU or GPU)")
     p.add_argument("--out", default="samples", help="output folder (created)")
     p.add_argument("--no-grid", action="store_true", help="skip the spectrogram grid PNG")
-    add_setting_flags(p, exclude=("chunk_s", "overlap_s"))
+    add_release_flags(p, batch_size=8, exclude=("chunk_s", "overlap_s"))
     return p
 
 
@@ -114,10 +109,7 @@ def main(argv: list[str] | None = None, description: str | None = None) -> list[
     if not prompts:
         raise SystemExit("error: no prompts; give --prompt TEXT (repeatable) and/or --prompts-file FILE")
     seeds = _seeds(args)
-    try:
-        gen = genflow.load(args.checkpoint, device=args.device, dtype=torch.bfloat16 if args.bf16 else None)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: --checkpoint: {e}") from e
+    gen = load_release(args)
     if gen.text_encoder is None:
         raise SystemExit(f"error: --checkpoint {args.checkpoint} has no text encoder (an enhancement model?); "
                          "use recipes/se/enhance.py for it")
