@@ -82,7 +82,7 @@ class Conditioner(nn.Module):
         return inputs
 
 
-def _inside(root: Path | None, name: str) -> str:
+def inside(root: Path | None, name: str) -> str:
     """``name`` as shipped inside a release folder (``root/name``) when it is there, else as given."""
     return str(root / name) if root is not None and (root / name).is_dir() else name
 
@@ -99,5 +99,5 @@ def build_conditioner(codec: str, text_encoder: str | None = None, *, device: to
     root = Path(root) if root is not None else None
     text = None
     if text_encoder:
-        text = CachedTextEncoder(load_text_encoder(_inside(root, text_encoder), device=device))
-    return Conditioner(load_codec(_inside(root, codec), device=device), text, keys)
+        text = CachedTextEncoder(load_text_encoder(inside(root, text_encoder), device=device))
+    return Conditioner(load_codec(inside(root, codec), device=device), text, keys)

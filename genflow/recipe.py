@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from accelerate.utils import set_seed
 
 from genflow.cli.config import config_to_dict
-from genflow.conditioning import BatchKeys, Conditioner, build_conditioner
+from genflow.conditioning import BatchKeys, Conditioner, build_conditioner, inside
 from genflow.data import (
     LatentCache,
     LengthBucketSampler,
@@ -26,6 +27,7 @@ from genflow.data import (
     validate_manifest,
 )
 from genflow.model import DiT, DiTConfig
+from genflow.release import load_release
 from genflow.sampling import SamplingSettings
 from genflow.training import TrainConfig, process_state, train
 
@@ -53,6 +55,7 @@ class RunConfig:
 
     codec: str = "mel"
     text_encoder: str = ""  # "" = no text conditioning
+    init: str = ""  # fine-tune: a release folder or hub id whose model, codec and text encoder the run starts from
     data: DataConfig = field(default_factory=DataConfig)
     model: DiTConfig = field(default_factory=DiTConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -74,13 +77,26 @@ def load_rows(manifest: str, audio_keys: tuple[str, ...], data: DataConfig) -> l
     return good
 
 
-def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner]:
-    """Load the frozen codec/text encoder (``build_conditioner``) and fill the model's widths from them."""
-    conditioner = build_conditioner(cfg.codec, cfg.text_encoder or None, device=process_state().device)
+def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, torch.nn.Module]:
+    """The frozen codec/text encoder (``build_conditioner``) and the model to train.
+
+    From scratch, the model's widths come from the codec and text encoder. With ``init`` (fine-tuning) the
+    release's model, codec and text encoder are used as they are, whatever the config says.
+    """
+    device = process_state().device
+    if cfg.init:
+        model, meta, folder = load_release(cfg.init)
+        codec, text = inside(folder, meta["codec"]), meta.get("text_encoder") or ""
+        cfg = dataclasses.replace(cfg, codec=codec, text_encoder=text and inside(folder, text),
+                                  model=getattr(model, "config", cfg.model))
+        logger.info("fine-tuning %s (codec %s, text encoder %s)", cfg.init, cfg.codec, cfg.text_encoder or None)
+        return cfg, build_conditioner(cfg.codec, cfg.text_encoder or None, device=device), model
+    conditioner = build_conditioner(cfg.codec, cfg.text_encoder or None, device=device)
     codec, text = conditioner.codec, conditioner.text_encoder
     model_cfg = dataclasses.replace(cfg.model, latent_dim=codec.latent_dim, text_dim=text.dim if text else 0,
                                     aligned_dim=codec.latent_dim if aligned else 0)
-    return dataclasses.replace(cfg, model=model_cfg), conditioner
+    set_seed(cfg.train.seed)  # the same initial weights on every process and in every rerun
+    return dataclasses.replace(cfg, model=model_cfg), conditioner, DiT(model_cfg)
 
 
 def latent_cache(cfg: RunConfig, rows: list[dict], codec, keys: tuple[str, ...]) -> LatentCache | None:
@@ -95,12 +111,10 @@ def latent_cache(cfg: RunConfig, rows: list[dict], codec, keys: tuple[str, ...])
     return LatentCache(folder, codec=codec)
 
 
-def run_training(cfg: RunConfig, conditioner: Conditioner, dataset, keys: BatchKeys, *,
+def run_training(cfg: RunConfig, conditioner: Conditioner, model: torch.nn.Module, dataset, keys: BatchKeys, *,
                  preview: Callable | None, resume: str | None) -> Path:
-    """Build the DiT and the batch sampler, then run ``genflow.training.train``."""
+    """Build the batch sampler, then run ``genflow.training.train`` on ``model``."""
     state = process_state()
-    set_seed(cfg.train.seed)  # the same initial weights on every process and in every rerun
-    model = DiT(cfg.model)
     sampler = LengthBucketSampler(dataset.lengths, cfg.train.batch_size, seed=cfg.train.seed,
                                   num_replicas=state.num_processes, rank=state.process_index)
     release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None, "sampling": cfg.sampling.to_dict()}
@@ -117,7 +131,7 @@ def train_captioned(cfg: RunConfig, resume: str | None = None) -> Path:
     """Train on captioned clips ({"audio", "caption"} rows): text-to-audio and text-to-music alike."""
     from genflow.data import TextAudioDataset
 
-    cfg, conditioner = setup(cfg, aligned=False)
+    cfg, conditioner, model = setup(cfg, aligned=False)
     codec = conditioner.codec
     rows = load_rows(cfg.data.train, ("audio",), cfg.data)
     cache = latent_cache(cfg, rows, codec, ("audio",))
@@ -129,7 +143,7 @@ def train_captioned(cfg: RunConfig, resume: str | None = None) -> Path:
         return dict(zip(prompts, generator.generate(prompts, seed=0)))
 
     keys = BatchKeys(target="audio", text="caption", cached=cache is not None)
-    return run_training(cfg, conditioner, dataset, keys, preview=preview if prompts else None, resume=resume)
+    return run_training(cfg, conditioner, model, dataset, keys, preview=preview if prompts else None, resume=resume)
 
 
 #: Short flags every recipe accepts, on top of ``--FIELD.PATH value`` for any config field.

@@ -73,6 +73,24 @@ def test_recipe_trains_resumes_exactly_and_releases(name, tmp_path):
         assert clips[0].shape == (gen.sample_rate,) and torch.equal(clips[0], again[0])
 
 
+def test_init_fine_tunes_a_release(tmp_path):
+    """--init starts from a release's weights, codec and text encoder (lr 0: the release comes back unchanged)."""
+    base = recipe("tta").main(FAST + ["--out", str(tmp_path / "base"), "--max-steps", "2",
+                                      "--train.sample_every", "0"])
+    tuned = recipe("tta").main(FAST + ["--out", str(tmp_path / "tuned"), "--max-steps", "2", "--train.lr", "0",
+                                       "--train.sample_every", "0", "--init", str(base), "--codec", "mel:n_mels=8",
+                                       "--model.width", "16"])
+    a, b = weights(tmp_path / "base"), weights(tmp_path / "tuned")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    run_cfg = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert run_cfg["init"] == str(base) and run_cfg["codec"] == "mel" and run_cfg["model"]["width"] != 16
+    # and with a learning rate, it trains on from there
+    recipe("tta").main(FAST + ["--out", str(tmp_path / "on"), "--max-steps", "2", "--init", str(base),
+                               "--train.sample_every", "0"])
+    c = weights(tmp_path / "on")
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
 def test_bad_rows_are_skipped_and_counted(tmp_path, caplog):
     src = ROOT / "data" / "demo" / "tta"
     rows = [json.loads(line) for line in (src / "train.jsonl").read_text().splitlines()[:6]]

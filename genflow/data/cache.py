@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from genflow.codecs.waveform import encode_batch
 from genflow.data.manifest import read_manifest
-from genflow.hub import write_json, write_weights
+from genflow.hub import read_json, write_json, write_weights
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,39 @@ def _encode_shard(items, keys, codec, batch_size, dtype, pool) -> tuple[dict[str
     return tensors, failed
 
 
+def _unique_items(rows: list[dict], keys: tuple[str, ...]) -> dict[str, dict]:
+    """{id: {key: path}}: rows sharing an id are one clip (encoded once); ids must not disagree on their audio."""
+    items: dict[str, dict] = {}
+    for n, row in enumerate(rows):
+        if any(k not in row for k in keys):
+            raise ValueError(
+                f"row {n} ({row}) lacks audio key(s) {[k for k in keys if k not in row]}; expected keys {keys} "
+                "(pass keys=... matching the manifest, e.g. keys=('clean', 'noisy') for speech pairs)"
+            )
+        item_id, paths = str(row.get("id", row[keys[0]])), {k: row[k] for k in keys}
+        if items.setdefault(item_id, paths) != paths:
+            raise ValueError(
+                f"id {item_id!r} appears with different audio {items[item_id]} and {paths}; "
+                "expected one audio file (set) per id: give rows distinct ids"
+            )
+    return items
+
+
+def _claim_folder(out_dir: Path, meta: dict, rank: int, accelerator) -> None:
+    """Rank 0 writes cache.json (or checks an existing one); the others check it once it is there."""
+    meta_path = out_dir / "cache.json"
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if meta_path.exists():
+            _check_meta(read_json(meta_path), meta, out_dir)
+        else:
+            write_json(meta_path, meta)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    if rank != 0:
+        _check_meta(read_json(meta_path), meta, out_dir)
+
+
 def build_latent_cache(
     manifest_or_rows: str | os.PathLike | list[dict],
     codec,
@@ -139,64 +172,31 @@ def build_latent_cache(
     index (``"failed"``). Returns {"shards", "written", "skipped", "failed"} for this process.
     """
     rows = manifest_or_rows if isinstance(manifest_or_rows, list) else read_manifest(manifest_or_rows, keys)
-    items: dict[str, dict] = {}
-    for n, row in enumerate(rows):
-        if any(k not in row for k in keys):
-            raise ValueError(
-                f"row {n} ({row}) lacks audio key(s) {[k for k in keys if k not in row]}; expected keys {keys} "
-                "(pass keys=... matching the manifest, e.g. keys=('clean', 'noisy') for speech pairs)"
-            )
-        item_id, paths = str(row.get("id", row[keys[0]])), {k: row[k] for k in keys}
-        if items.setdefault(item_id, paths) != paths:
-            raise ValueError(
-                f"id {item_id!r} appears with different audio {items[item_id]} and {paths}; "
-                "expected one audio file (set) per id: give rows distinct ids"
-            )
+    items = _unique_items(rows, keys)
     ids = list(items)
     shards = [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
     out_dir = Path(out_dir)
-    meta = {
-        "format": CACHE_FORMAT,
-        "codec": codec_signature(codec),
-        "keys": list(keys),
-        "dtype": "float16" if fp16 else "float32",
-        "shard_size": shard_size,
-    }
+    meta = {"format": CACHE_FORMAT, "codec": codec_signature(codec), "keys": list(keys),
+            "dtype": "float16" if fp16 else "float32", "shard_size": shard_size}
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    meta_path = out_dir / "cache.json"
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if meta_path.exists():
-            _check_meta(json.loads(meta_path.read_text()), meta, out_dir)
-        else:
-            write_json(meta_path, meta)
-    if accelerator is not None:
-        accelerator.wait_for_everyone()
-    if rank != 0:
-        _check_meta(json.loads(meta_path.read_text()), meta, out_dir)
-
+    _claim_folder(out_dir, meta, rank, accelerator)
     dtype = torch.float16 if fp16 else torch.float32
     mine = [i for i in range(len(shards)) if i % world == rank]
     stats = {"shards": len(shards), "written": 0, "skipped": 0, "failed": []}
-    bar = tqdm(
-        total=sum(len(shards[i]) for i in mine),
-        desc=f"latent cache {out_dir.name}",
-        unit="clip",
-        disable=rank != 0,
-    )
+    bar = tqdm(total=sum(len(shards[i]) for i in mine), desc=f"latent cache {out_dir.name}", unit="clip",
+               disable=rank != 0)
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
         for i in mine:
             path = out_dir / _shard_name(i)
+            bar.update(len(shards[i]))
             if path.exists() and _read_shard_meta(path).get("ids") == _ids_digest(shards[i]):
                 stats["skipped"] += 1
-                bar.update(len(shards[i]))
                 continue
             tensors, failed = _encode_shard([(j, items[j]) for j in shards[i]], keys, codec, batch_size, dtype, pool)
             # atomic: a shard on disk is always complete
             write_weights(path, tensors, metadata={"ids": _ids_digest(shards[i]), "failed": json.dumps(failed)})
             stats["written"] += 1
             stats["failed"] += failed
-            bar.update(len(shards[i]))
     bar.close()
     if accelerator is not None:
         accelerator.wait_for_everyone()
@@ -268,7 +268,7 @@ class LatentCache:
                 f"{str(index)!r} not found: {str(self.path)!r} is not a finished latent cache; "
                 "build it with genflow.data.build_latent_cache (an interrupted build resumes)"
             )
-        self.index = json.loads(index.read_text())
+        self.index = read_json(index)
         if codec is not None and not same_codec(codec_signature(codec), self.index["codec"]):
             raise ValueError(
                 f"latent cache {str(self.path)!r} holds latents of {describe_codec(self.index['codec'])}, "

@@ -73,7 +73,7 @@ PRESETS = {
 def main(argv: list[str] | None = None) -> Path:
     """Parse flags, set up pairs (or clean + noise) and the aligned conditioning, run the loop."""
     cfg, args = parse_config(PRESETS, "demo", argv, __doc__, extra=[RESUME_FLAG], aliases=ALIASES)
-    cfg, conditioner = setup(cfg, aligned=True)
+    cfg, conditioner, model = setup(cfg, aligned=True)
     codec = conditioner.codec
     mixing = bool(cfg.data.noise)
     rows = load_rows(cfg.data.train, ("clean",) if mixing else ("clean", "noisy"), cfg.data)
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> Path:
         return {name: generator.enhance(wav, sr, seed=0) for name, (wav, sr) in noisy.items()}
 
     keys = BatchKeys(target="clean", aligned="noisy", cached=cache is not None)
-    return run_training(cfg, conditioner, dataset, keys, preview=preview if noisy else None, resume=args.resume)
+    return run_training(cfg, conditioner, model, dataset, keys, preview=preview if noisy else None,
+                        resume=args.resume)
 
 
 if __name__ == "__main__":
