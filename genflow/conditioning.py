@@ -32,15 +32,20 @@ class BatchKeys:
 class Conditioner(nn.Module):
     """Frozen codec + optional text encoder; ``conditioner(batch, device)`` -> ``flow_loss`` inputs."""
 
-    def __init__(self, codec: Codec, text_encoder: nn.Module | None = None, keys: BatchKeys | None = None):
+    def __init__(self, codec: Codec, text_encoder: nn.Module | None = None, keys: BatchKeys | None = None,
+                 prompt_template: str = "{}"):
         super().__init__()
         if keys is not None and keys.text and text_encoder is None:
             raise ValueError(f"BatchKeys.text={keys.text!r} needs a text encoder; build the conditioner with one")
+        if prompt_template.count("{}") != 1:
+            raise ValueError(f"prompt_template={prompt_template!r}: expected exactly one '{{}}' where the prompt goes")
         self.codec, self.text_encoder, self.keys = codec, text_encoder, keys
+        # How a model wants its captions written (e.g. a task prefix); users always pass plain captions.
+        self.prompt_template = prompt_template
 
     def with_keys(self, keys: BatchKeys) -> Conditioner:
         """The same frozen models, reading training batches through ``keys``."""
-        return Conditioner(self.codec, self.text_encoder, keys)
+        return Conditioner(self.codec, self.text_encoder, keys, self.prompt_template)
 
     @torch.no_grad()
     def encode_audio(self, audio: torch.Tensor, lengths: list[int] | None = None):
@@ -52,7 +57,7 @@ class Conditioner(nn.Module):
         """Captions -> (embeddings (B, L, D) float32, mask (B, L) bool), on ``device`` when given."""
         if self.text_encoder is None:
             raise ValueError("this model has no text encoder (an enhancement model?): it cannot take prompts")
-        emb, mask = self.text_encoder(list(prompts))
+        emb, mask = self.text_encoder([self.prompt_template.replace("{}", p, 1) for p in prompts])
         emb, mask = emb.float(), mask.bool()
         return (emb, mask) if device is None else (emb.to(device), mask.to(device))
 
@@ -88,7 +93,8 @@ def inside(root: Path | None, name: str) -> str:
 
 
 def build_conditioner(codec: str, text_encoder: str | None = None, *, device: torch.device | str | None = None,
-                      root: str | Path | None = None, keys: BatchKeys | None = None) -> Conditioner:
+                      root: str | Path | None = None, keys: BatchKeys | None = None,
+                      prompt_template: str = "{}") -> Conditioner:
     """The one assembly of a codec and a text encoder (prompt-cached) by name, for training and inference.
 
     ``root``: a release folder whose ``codec/`` or ``text_encoder/`` subfolders stand for those names.
@@ -100,4 +106,4 @@ def build_conditioner(codec: str, text_encoder: str | None = None, *, device: to
     text = None
     if text_encoder:
         text = CachedTextEncoder(load_text_encoder(inside(root, text_encoder), device=device))
-    return Conditioner(load_codec(inside(root, codec), device=device), text, keys)
+    return Conditioner(load_codec(inside(root, codec), device=device), text, keys, prompt_template)

@@ -189,7 +189,8 @@ def load(path_or_hub_id: str, device: str | torch.device | None = None, dtype: t
     if dtype == torch.float16 and device.type == "cpu":
         raise ValueError("dtype=torch.float16 is not supported on CPU; use torch.bfloat16 or None (fp32)")
     model, meta, folder = load_release(path_or_hub_id, revision=revision)
-    conditioner = build_conditioner(meta["codec"], meta.get("text_encoder"), device=device, root=folder)
+    conditioner = build_conditioner(meta["codec"], meta.get("text_encoder"), device=device, root=folder,
+                                    prompt_template=meta.get("prompt_template", "{}"))
     settings = SamplingSettings.from_dict(meta.get("sampling") or {})
     return Generator(model.to(device).eval(), conditioner, settings, dtype=dtype, codec_id=meta["codec"],
                      text_encoder_id=meta.get("text_encoder"))

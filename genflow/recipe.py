@@ -56,6 +56,7 @@ class RunConfig:
     codec: str = "mel"
     text_encoder: str = ""  # "" = no text conditioning
     init: str = ""  # fine-tune: a release folder or hub id whose model, codec and text encoder the run starts from
+    prompt_template: str = "{}"  # how captions reach the text encoder ("{}" = as they are)
     data: DataConfig = field(default_factory=DataConfig)
     model: DiTConfig = field(default_factory=DiTConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -88,10 +89,13 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
         model, meta, folder = load_release(cfg.init)
         codec, text = inside(folder, meta["codec"]), meta.get("text_encoder") or ""
         cfg = dataclasses.replace(cfg, codec=codec, text_encoder=text and inside(folder, text),
-                                  model=getattr(model, "config", cfg.model))
+                                  model=getattr(model, "config", cfg.model),
+                                  prompt_template=meta.get("prompt_template", "{}"))
         logger.info("fine-tuning %s (codec %s, text encoder %s)", cfg.init, cfg.codec, cfg.text_encoder or None)
-        return cfg, build_conditioner(cfg.codec, cfg.text_encoder or None, device=device), model
-    conditioner = build_conditioner(cfg.codec, cfg.text_encoder or None, device=device)
+    conditioner = build_conditioner(cfg.codec, cfg.text_encoder or None, device=device,
+                                    prompt_template=cfg.prompt_template)
+    if cfg.init:
+        return cfg, conditioner, model
     codec, text = conditioner.codec, conditioner.text_encoder
     model_cfg = dataclasses.replace(cfg.model, latent_dim=codec.latent_dim, text_dim=text.dim if text else 0,
                                     aligned_dim=codec.latent_dim if aligned else 0)
@@ -117,7 +121,8 @@ def run_training(cfg: RunConfig, conditioner: Conditioner, model: torch.nn.Modul
     state = process_state()
     sampler = LengthBucketSampler(dataset.lengths, cfg.train.batch_size, seed=cfg.train.seed,
                                   num_replicas=state.num_processes, rank=state.process_index)
-    release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None, "sampling": cfg.sampling.to_dict()}
+    release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None, "prompt_template": cfg.prompt_template,
+               "sampling": cfg.sampling.to_dict()}
     return train(cfg.train, model, dataset, sampler, collate, conditioner.with_keys(keys), release=release,
                  run_config=config_to_dict(cfg), preview=preview, resume_from=resume)
 

@@ -3,7 +3,7 @@
     release/
       config.json        the model's config (``model_type`` says which class loads it)
       model.safetensors  EMA weights, unwrapped, fp32
-      pipeline.json      {"format", "codec", "text_encoder", "sampling"}: how to sample with it
+      pipeline.json      {"format", "codec", "text_encoder", "prompt_template", "sampling"}: how to sample with it
 
 Training state (Accelerate folders, optimizer etc.) never goes here: a release is only for inference.
 ``load_release`` resolves a folder or hub id once and dispatches on ``config.json``'s ``model_type``;
@@ -25,7 +25,7 @@ from genflow.model import MODEL_TYPE, DiT
 from genflow.sampling import SamplingSettings
 
 FORMAT = "genflow-release-1"
-PIPELINE_KEYS = ("format", "codec", "text_encoder", "sampling")
+PIPELINE_KEYS = ("format", "codec", "text_encoder", "prompt_template", "sampling")
 #: what a release download fetches besides config.json
 RELEASE_PATTERNS = ("model.safetensors", "pipeline.json", "codec/*", "text_encoder/*")
 
