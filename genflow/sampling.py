@@ -21,61 +21,50 @@ import torch
 
 from genflow.flow import SCHEDULES, SOLVERS, SWAY_RANGE, sigma_schedule
 
-
-def _positive(name: str, value) -> None:
-    if not value > 0:
-        raise ValueError(f"{name}={value!r}: expected a positive number")
-
-
-def _check_duration(value) -> None:
-    if value is not None:
-        _positive("duration_s", value)
-
-
-def _check_steps(value) -> None:
-    if int(value) != value or value < 1:
-        raise ValueError(f"steps={value!r}: expected an integer >= 1")
-
-
-def _check_range(name: str, lo: float, hi: float):
-    def check(value) -> None:
-        if not lo <= value <= hi:
-            raise ValueError(f"{name}={value!r}: expected a value in [{lo:g}, {hi:g}]")
-    return check
+#: name -> (valid?, what is expected): one rule per setting, used by the dataclass and the CLI parsers alike
+RULES = {
+    "duration_s": (lambda v: v is None or v > 0, "a positive number of seconds (or None: the model predicts it)"),
+    "steps": (lambda v: int(v) == v and v >= 1, "an integer >= 1"),
+    "guidance_scale": (lambda v: 0 <= v <= 100, "a scale in [0, 100] (1 = no guidance)"),
+    "guidance_rescale": (lambda v: 0 <= v <= 1, "a value in [0, 1]"),
+    "solver": (lambda v: v in SOLVERS, f"one of {', '.join(SOLVERS)}"),
+    "schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+    "shift": (lambda v: v > 0, "a positive number"),
+    "sway_coef": (lambda v: SWAY_RANGE[0] <= v <= SWAY_RANGE[1], f"a value in [{SWAY_RANGE[0]}, {SWAY_RANGE[1]:.3f}]"),
+    "chunk_s": (lambda v: v > 0, "a positive number of seconds"),
+    "overlap_s": (lambda v: v >= 0, "a number of seconds >= 0"),
+}
 
 
-def _check_choice(name: str, choices: tuple[str, ...]):
-    def check(value) -> None:
-        if value not in choices:
-            raise ValueError(f"{name}={value!r}: expected one of {', '.join(choices)}")
-    return check
+def check(name: str, value) -> None:
+    """Raise a one-line ``ValueError`` when ``value`` is not valid for setting ``name``."""
+    valid, expected = RULES[name]
+    try:
+        ok = valid(value)
+    except (TypeError, ValueError):  # a string where a number belongs, say
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}={value!r}: expected {expected}")
 
 
-def _setting(default, help: str, check):
-    return field(default=default, metadata={"help": help, "check": check})
+def _setting(default, help: str):
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
     """How a release samples: clip length, steps, guidance, solver, schedule, enhancement windows."""
 
-    duration_s: float | None = _setting(10.0, "seconds per generated clip (None: the model predicts it)",
-                                        _check_duration)
-    steps: int = _setting(25, "ODE steps from noise to data", _check_steps)
-    guidance_scale: float = _setting(3.0, "classifier-free guidance scale (1 = no guidance)",
-                                     _check_range("guidance_scale", 0.0, 100.0))
-    guidance_rescale: float = _setting(0.0, "std-rescale of the guided velocity, in [0, 1]",
-                                       _check_range("guidance_rescale", 0.0, 1.0))
-    solver: str = _setting("euler", f"ODE solver: {', '.join(SOLVERS)}", _check_choice("solver", SOLVERS))
-    schedule: str = _setting("sway", f"sigma schedule: {', '.join(SCHEDULES)}",
-                             _check_choice("schedule", SCHEDULES))
-    shift: float = _setting(3.0, "shift of the 'shifted' schedule", lambda v: _positive("shift", v))
-    sway_coef: float = _setting(-1.0, "coefficient of the 'sway' schedule",
-                                _check_range("sway_coef", SWAY_RANGE[0], SWAY_RANGE[1]))
-    chunk_s: float = _setting(10.0, "enhancement: window length in seconds for long files",
-                              lambda v: _positive("chunk_s", v))
-    overlap_s: float = _setting(1.0, "enhancement: crossfaded overlap between windows, seconds",
-                                _check_range("overlap_s", 0.0, 3600.0))
+    duration_s: float | None = _setting(10.0, "seconds per generated clip (None: the model predicts it)")
+    steps: int = _setting(25, "ODE steps from noise to data")
+    guidance_scale: float = _setting(3.0, "classifier-free guidance scale (1 = no guidance)")
+    guidance_rescale: float = _setting(0.0, "std-rescale of the guided velocity, in [0, 1]")
+    solver: str = _setting("euler", "ODE solver")
+    schedule: str = _setting("sway", "sigma schedule")
+    shift: float = _setting(3.0, "shift of the 'shifted' schedule")
+    sway_coef: float = _setting(-1.0, "coefficient of the 'sway' schedule")
+    chunk_s: float = _setting(10.0, "enhancement: window length in seconds for long files")
+    overlap_s: float = _setting(1.0, "enhancement: crossfaded overlap between windows, seconds")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -110,11 +99,6 @@ class SamplingSettings:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(SamplingSettings)}
 _TYPES = typing.get_type_hints(SamplingSettings)
-
-
-def check(name: str, value) -> None:
-    """Raise a one-line ``ValueError`` when ``value`` is not valid for setting ``name``."""
-    _FIELDS[name].metadata["check"](value)
 
 
 def _flag_type(name: str):
