@@ -78,8 +78,8 @@ def test_init_fine_tunes_a_release(tmp_path):
     base = recipe("tta").main(FAST + ["--out", str(tmp_path / "base"), "--max-steps", "2",
                                       "--train.sample_every", "0"])
     recipe("tta").main(FAST + ["--out", str(tmp_path / "tuned"), "--max-steps", "2", "--train.lr", "0",
-                                   "--train.sample_every", "0", "--init", str(base), "--codec", "mel:n_mels=8",
-                                   "--model.width", "16"])
+                       "--train.sample_every", "0", "--init", str(base), "--codec", "mel:n_mels=8",
+                       "--model.width", "16"])
     a, b = weights(tmp_path / "base"), weights(tmp_path / "tuned")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     run_cfg = json.loads((tmp_path / "tuned" / "config.json").read_text())
