@@ -69,6 +69,26 @@ def test_official_folder_is_recognised(tmp_path):
     assert not is_official(tmp_path)
 
 
+def test_every_official_tensor_is_accounted_for():
+    """Each official tensor is mapped, checked (RoPE tables, instruction length) or ignored for a stated reason."""
+    from safetensors import safe_open
+
+    from genflow.audiogen.config import from_official
+    from genflow.audiogen.convert import IGNORED, _checks, mapping
+
+    config = from_official(json.loads((FIXTURE / "config.json").read_text()))
+    with safe_open(str(FIXTURE / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    used = {k for src, _ in mapping(config).values() for k in src}
+    checked = {k for k in keys if any(k.endswith(c) for c in _checks(config))}
+    ignored = keys - used - checked
+    assert used <= keys and not used & checked
+    assert {p for p in IGNORED if any(k.startswith(p) for k in ignored)} == set(IGNORED)  # no stale reason
+    assert all(any(k.startswith(p) for p in IGNORED) for k in ignored)
+    print(f"{FIXTURE.name}: {len(keys)} official tensors = {len(used)} mapped + {len(checked)} checked + "
+          f"{len(ignored)} ignored")
+
+
 def test_frontend_parity(model, vec):
     text, mask = vec["text_states"], vec["text_mask"]
     assert _err("text_proj", model.frontend.projected(text), vec["text_proj"], mask) <= ONE_PASS

@@ -36,24 +36,20 @@ IGNORED = {
 
 
 def _fold(ada_w: Tensor, ada_b: Tensor, norms: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
-    """Fold affine LayerNorms (w, b) into the (shift, scale, ...) chunks that modulate them, in fp32.
+    """Fold affine LayerNorms (w, b) into the adaLN Linear (k*d, d) that modulates them, in fp32.
 
     (w*n + b) * (1 + scale) + shift == n * (1 + scale') + shift' with scale' = w*(1 + scale) - 1 and
     shift' = b*(1 + scale) + shift: both stay affine in the time embedding, so they fold into the Linear.
-    Chunk pair i (shift at 3i, scale at 3i+1; the final layer has only one pair at 0, 1) takes norms[i].
+    Chunks: block (shift, scale, gate) x 2 with norms [norm1, norm3]; final layer (shift, scale), [norm].
     """
-    w, b = ada_w.float().clone(), ada_b.float().clone()
-    chunks_w, chunks_b = list(w.chunk(len(w) // ada_w.shape[1], dim=0)), list(b.chunk(len(w) // ada_w.shape[1]))
-    step = 3 if len(chunks_w) == 6 else 2
+    k = ada_w.shape[0] // ada_w.shape[1]  # 6 (block) or 2 (final layer)
+    ws, bs = list(ada_w.float().chunk(k)), list(ada_b.float().chunk(k))
     for i, (nw, nb) in enumerate(norms):
-        sh, sc = step * i, step * i + 1
+        sh, sc = 3 * i, 3 * i + 1  # (0, 1) and (3, 4)
         nw, nb = nw.float(), nb.float()
-        scale_w, scale_b = chunks_w[sc], chunks_b[sc]
-        chunks_w[sh] = chunks_w[sh] + nb[:, None] * scale_w
-        chunks_b[sh] = chunks_b[sh] + nb * (1 + scale_b)
-        chunks_w[sc] = nw[:, None] * scale_w
-        chunks_b[sc] = nw * (1 + scale_b) - 1
-    return torch.cat(chunks_w), torch.cat(chunks_b)
+        ws[sh], bs[sh] = ws[sh] + nb[:, None] * ws[sc], bs[sh] + nb * (1 + bs[sc])
+        ws[sc], bs[sc] = nw[:, None] * ws[sc], nw * (1 + bs[sc]) - 1
+    return torch.cat(ws), torch.cat(bs)
 
 
 def _block_rules(o: str, g: str, skip: bool) -> dict[str, tuple[list[str], Callable]]:

@@ -48,6 +48,9 @@ class AudioGen(nn.Module):
         if text is None:  # unconditional: one zero content token for every row
             text = torch.zeros(B, 1, self.config.text_dim, device=x.device, dtype=dtype)
             text_mask, drop_text = None, torch.ones(B, dtype=torch.bool, device=x.device)
+        elif text.ndim != 3 or text.shape[0] != B or text.shape[2] != self.config.text_dim:
+            raise ValueError(f"text has shape {tuple(text.shape)}; expected ({B}, L, {self.config.text_dim}): the "
+                             f"last hidden state of {self.config.text_encoder} for the prompts of x")
         content = self.frontend(text, text_mask)  # (B, L, D)
         if aligned is None:  # the dummy is part of the text condition: dropped together with it
             aligned, drop_aligned = self.dummy_ta_embed.expand(B, T, -1), drop_text
