@@ -233,6 +233,18 @@ def test_official_load_is_strict(tmp_path, edit, message):
         load_official(_official_copy(tmp_path, edit))
 
 
+def test_truncated_weights_fail_clearly(tmp_path):
+    folder = tmp_path / "official"
+    shutil.copytree(FIXTURE, folder)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt entry.*re-download"):
+        load_official(folder)
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        load_official(folder)
+
+
 def test_predict_frames_clamps_and_warns(vec):
     model = load_official(FIXTURE)
     with torch.no_grad():

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from genflow.audiogen.config import AudioGenConfig, from_official
 from genflow.audiogen.model import AudioGen, build
+from genflow.audiogen.weights import SafetensorsReader
 from genflow.model import rope_frequencies
 
 # official tensors genflow does not hold, and why
@@ -164,9 +165,13 @@ def official_state(config: AudioGenConfig, keys: list[str], get: Callable[[str],
                          f"{missing}, unexpected {unexpected}, failed checks {problems}. Use the config.json "
                          "released with these weights (or convert a matching folder)")
 
+    last: dict = {}  # the sources of the previous rule: a fold's weight and bias read them once
+
     def mapped(key: str) -> Tensor:
         src, combine = rules[key]
-        return combine([get(k) for k in src])
+        if last.get("src") != src:
+            last.update(src=src, tensors=[get(k) for k in src])
+        return combine(last["tensors"])
 
     return list(rules), mapped
 
@@ -175,11 +180,9 @@ def load_official(folder: str | os.PathLike, dtype: torch.dtype | None = None,
                   device: torch.device | str | None = None) -> AudioGen:
     """The official folder (``config.json`` + ``model.safetensors``) -> ``AudioGen`` in ``dtype`` on ``device``.
 
-    Built on the meta device and filled one tensor at a time (read lazily with ``safe_open``), so host memory
-    holds the weights once. Eval mode; fp32 when ``dtype`` is None.
+    Built on the meta device and filled one tensor at a time (plain reads, no memory map), so host memory
+    holds the weights once plus one tensor. Eval mode; fp32 when ``dtype`` is None.
     """
-    from safetensors import safe_open
-
     folder = Path(folder)
     files = [folder / "config.json", folder / "model.safetensors"]
     for f in files:
@@ -187,6 +190,6 @@ def load_official(folder: str | os.PathLike, dtype: torch.dtype | None = None,
             raise FileNotFoundError(f"{f} not found; the official Dasheng-AudioGen folder holds config.json + "
                                     "model.safetensors (e.g. huggingface-cli download mispeech/Dasheng-AudioGen)")
     config = from_official(json.loads(files[0].read_text()), str(files[0]))
-    with safe_open(str(files[1]), framework="pt") as f:
-        keys, get = official_state(config, list(f.keys()), f.get_tensor, str(files[1]))
+    with SafetensorsReader(files[1]) as f:
+        keys, get = official_state(config, f.keys(), f.get, str(files[1]))
         return build(config, keys, get, str(files[1]), dtype=dtype, device=device)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from genflow.audiogen.config import MODEL_TYPE, AudioGenConfig, read_model_type
 from genflow.audiogen.frontend import TextFrontEnd
+from genflow.audiogen.weights import SafetensorsReader
 from genflow.model import DiT
 
 
@@ -72,8 +73,7 @@ class AudioGen(nn.Module):
         return frames.clamp(min=1)
 
     # -- release folders ----------------------------------------------------------------------------------
-    def save_pretrained(self, save_directory: str | os.PathLike, state_dict: dict | None = None,
-                        dtype: torch.dtype | None = None) -> Path:
+    def save_pretrained(self, save_directory: str | os.PathLike, state_dict: dict | None = None) -> Path:
         """Write ``config.json`` (``model_type: genflow-audiogen``) + ``model.safetensors`` atomically."""
         from safetensors.torch import save_file
 
@@ -82,8 +82,7 @@ class AudioGen(nn.Module):
         state = state_dict if state_dict is not None else self.state_dict()
         state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
         _check_keys(self.state_dict().keys(), state.keys(), "the state_dict to save")
-        tensors = {k: v.detach().to("cpu", dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
-                   for k, v in state.items()}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}  # no copy when already so
         for name, write in (("model.safetensors", lambda p: save_file(tensors, str(p))),
                             ("config.json", lambda p: p.write_text(
                                 json.dumps(self.config.to_dict(), indent=2) + "\n"))):
@@ -96,8 +95,6 @@ class AudioGen(nn.Module):
     def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None,
                         device: torch.device | str | None = None) -> AudioGen:
         """Load a folder written by ``save_pretrained`` strictly, straight into ``dtype``/``device``."""
-        from safetensors import safe_open
-
         folder = Path(folder)
         files = [folder / "config.json", folder / "model.safetensors"]
         for f in files:
@@ -108,8 +105,8 @@ class AudioGen(nn.Module):
             raise ValueError(f"{files[0]}: model_type {read_model_type(files[0])!r}, expected {MODEL_TYPE!r}; "
                              "an official folder loads with genflow.audiogen.load_official")
         config = AudioGenConfig.from_dict(json.loads(files[0].read_text()))
-        with safe_open(str(files[1]), framework="pt") as f:
-            return build(config, list(f.keys()), f.get_tensor, str(files[1]), dtype=dtype, device=device)
+        with SafetensorsReader(files[1]) as f:
+            return build(config, f.keys(), f.get, str(files[1]), dtype=dtype, device=device)
 
 
 def build(config: AudioGenConfig, keys: list[str], get: Callable[[str], Tensor], source: str,
