@@ -11,7 +11,7 @@ classifier-free guidance swaps in model-owned null conditions, so every paramete
     model.save_pretrained("release/")  # config.json + model.safetensors
     model = DiT.from_pretrained("release/")  # strict; a hub id works too
 
-Mapping the released weights later (no mapper here): their q/k/v linears concatenate into ``qkv`` /
+Mapping the released weights (``genflow.audiogen.convert``): their q/k/v linears concatenate into ``qkv`` /
 ``kv``; their affine LayerNorms before modulation fold into the adaLN linear (scale' = w*(1+scale) - 1,
 shift' = b*(1+scale) + shift, both still affine in t); their Conv1d(k=1) input is our Linear; their
 gates enter as ``tanh(1 - g)`` (attention) and ``1 - g`` (MLP), which ``gate="uniflow"`` reproduces
@@ -57,6 +57,11 @@ class DiTConfig:
     long_skip: bool = True
     final_conv: bool = True
     rope_base: float = 10000.0
+    norm_eps: float = 1e-6  # eps of the modulated LayerNorms (before self-attn, MLP, output); official: 1e-5
+    timestep_int: bool = False  # truncate 1000*sigma to an integer before the embedding (official sampler)
+    # False: padded frames are never zeroed and the final conv reads them, as in the official batched sampler
+    # (a row's output then depends on its batch); True: padding never reaches a valid frame
+    zero_padding: bool = True
     gradient_checkpointing: bool = False
 
     def __post_init__(self):
@@ -93,10 +98,15 @@ def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 1000
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+def rope_frequencies(dim: int, base: float, device=None) -> torch.Tensor:
+    """RoPE inverse frequencies (dim/2,) float32: ``base^(-2i/dim)``."""
+    return 1.0 / base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+
+
 def rope_tables(length: int, dim: int, base: float, device) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin (T, dim) in float32 for positions 0..T-1, rotate-half layout."""
     # positions are frame indices: right padding never moves a valid frame, so padding stays invisible
-    inv = 1.0 / base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+    inv = rope_frequencies(dim, base, device)
     f = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv)  # (T, dim/2)
     f = torch.cat([f, f], dim=-1)
     return f.cos(), f.sin()
@@ -188,7 +198,7 @@ class DiTBlock(nn.Module):
         if skip:
             self.skip_norm, self.skip_proj = nn.LayerNorm(2 * d), nn.Linear(2 * d, d)
         # no affine: the modulation supplies scale and shift (official affine LNs fold into adaLN)
-        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=cfg.norm_eps)
         self.attn = Attention(d, cfg.heads, cfg.qk_norm)
         if cfg.aligned_dim:
             self.aligned_norm = nn.LayerNorm(cfg.aligned_dim)
@@ -196,7 +206,7 @@ class DiTBlock(nn.Module):
         if cfg.text_dim:
             self.norm_cross, self.norm_ctx = nn.LayerNorm(d), nn.LayerNorm(d)
             self.cross_attn = Attention(d, cfg.heads, cfg.qk_norm, cross=True)
-        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=cfg.norm_eps)
         self.mlp = MLP(d, int(d * cfg.mlp_ratio), cfg.mlp)
         self.adaLN = AdaLN(d, cfg.adaln_rank)
         self.uniflow_gate = cfg.gate == "uniflow"
@@ -219,9 +229,9 @@ class DiTBlock(nn.Module):
 class FinalLayer(nn.Module):
     """LN -> modulate (own Linear d->2d on SiLU(t)) -> Linear(d->C) [-> Conv1d(C, C, 3)]."""
 
-    def __init__(self, dim: int, out_dim: int, conv: bool):
+    def __init__(self, dim: int, out_dim: int, conv: bool, eps: float = 1e-6):
         super().__init__()
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=eps)
         self.adaLN = nn.Linear(dim, 2 * dim)
         self.linear = nn.Linear(dim, out_dim)
         self.conv = nn.Conv1d(out_dim, out_dim, 3, padding=1) if conv else None
@@ -260,7 +270,7 @@ class DiT(nn.Module):
         n_blocks = 2 * self.num_in + 1 if cfg.long_skip else cfg.depth
         self.blocks = nn.ModuleList([DiTBlock(cfg, skip=cfg.long_skip and i > self.num_in)
                                      for i in range(n_blocks)])
-        self.final_layer = FinalLayer(d, cfg.latent_dim, cfg.final_conv)
+        self.final_layer = FinalLayer(d, cfg.latent_dim, cfg.final_conv, cfg.norm_eps)
         self.initialize_weights()
 
     def _null(self, name, value, learned):
@@ -375,17 +385,20 @@ class DiT(nn.Module):
         B, T, _ = x.shape
         cfg, dtype = self.config, self.x_embedder.weight.dtype
         valid = mask.bool() if mask is not None else None
-        if valid is not None:  # padding (even NaN) must not reach valid frames through attention values
-            x = x.masked_fill(~valid[..., None], 0.0)
+        zeroed = valid if cfg.zero_padding else None  # where padding is zeroed (None: official, never)
+        if zeroed is not None:  # padding (even NaN) must not reach valid frames through attention values
+            x = x.masked_fill(~zeroed[..., None], 0.0)
         h = self.x_embedder(x.to(dtype))  # (B, T, d)
-        # network timestep input 1000 * sigma; SiLU once here, shared by every adaLN linear
-        t = F.silu(self.t_embedder(timestep_embedding(1000 * sigma).to(dtype)))  # (B, d)
+        # network timestep input 1000 * sigma (fp32, truncated when timestep_int); SiLU once here, shared by
+        # every adaLN linear
+        timesteps = (1000 * sigma.float()).trunc() if cfg.timestep_int else 1000 * sigma
+        t = F.silu(self.t_embedder(timestep_embedding(timesteps).to(dtype)))  # (B, d)
         shared = self.adaLN_shared(t) if cfg.adaln_rank else None  # (B, 6d)
         ctx = ctx_mask = al = None
         if cfg.text_dim:
             ctx, ctx_mask = self._text(text, text_mask, drop_text, B, dtype)
         if cfg.aligned_dim:
-            al = self._aligned(aligned, drop_aligned, valid, B, T, dtype)
+            al = self._aligned(aligned, drop_aligned, zeroed, B, T, dtype)
         self_mask = None
         if valid is not None:
             self_mask = (valid | ~valid.any(dim=1, keepdim=True))[:, None, None, :]  # (B, 1, 1, T) keys
@@ -399,7 +412,7 @@ class DiT(nn.Module):
                 h = blk(*args)
             if i < self.num_in:  # U-ViT: in-block outputs feed the out blocks in reverse order
                 skips.append(h)
-        return self.final_layer(h, t, valid).to(x.dtype)  # (B, T, C)
+        return self.final_layer(h, t, zeroed).to(x.dtype)  # (B, T, C)
 
     # -- presets and release folders ----------------------------------------------------------------------
     @classmethod
