@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows = rows[: args.limit] if args.limit else rows
         res = EVALUATE[recipe](gen, rows, args, out)
         res.update(release=str(release), train_s=train_s, eval_s=time.perf_counter() - start,
-                   defaults=gen.defaults)
+                   sampling=gen.settings.to_dict())
         results["recipes"][recipe] = res
         print(f"\n### {recipe}\n{markdown_table(res['table'], digits=3)}\n", flush=True)
         write_json(out / "results.json", results)  # after every recipe, so a long run leaves partial results

@@ -52,12 +52,18 @@ class Conditioner(nn.Module):
         """(B, N) zero-padded waveforms of ``lengths`` samples -> latents (B, T, C) fp32, frame mask (B, T)."""
         return encode_padded(self.codec, audio, lengths if lengths is not None else [audio.shape[-1]] * len(audio))
 
+    def format_prompt(self, prompt: str) -> str:
+        """``prompt`` in the template; a prompt already written in it (e.g. with extra tags) is kept as it is."""
+        prefix = self.prompt_template.split("{}")[0].strip()
+        prompt = prompt.strip()
+        return prompt if prefix and prompt.startswith(prefix) else self.prompt_template.replace("{}", prompt, 1)
+
     @torch.no_grad()
     def encode_text(self, prompts: list[str], device: torch.device | None = None):
         """Captions -> (embeddings (B, L, D) float32, mask (B, L) bool), on ``device`` when given."""
         if self.text_encoder is None:
             raise ValueError("this model has no text encoder (an enhancement model?): it cannot take prompts")
-        emb, mask = self.text_encoder([self.prompt_template.replace("{}", p, 1) for p in prompts])
+        emb, mask = self.text_encoder([self.format_prompt(p) for p in prompts])
         emb, mask = emb.float(), mask.bool()
         return (emb, mask) if device is None else (emb.to(device), mask.to(device))
 

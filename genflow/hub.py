@@ -18,7 +18,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -109,10 +109,15 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                          "step that wrote it") from None
 
 
-def check_keys(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], what: str) -> None:
-    """Raise one ``ValueError`` naming missing, unexpected and mis-shaped keys of ``got`` vs ``expected``."""
+def check_keys(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor] | Iterable[str],
+               what: str) -> None:
+    """Raise one ``ValueError`` naming missing, unexpected and mis-shaped keys of ``got`` vs ``expected``.
+
+    ``got`` may be names only (shapes then checked by the caller as it reads each tensor).
+    """
     missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
-    bad = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in got.items()
+    tensors = got.items() if isinstance(got, Mapping) else ()
+    bad = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in tensors
            if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
     if missing or unexpected or bad:
         raise ValueError(f"{what} does not match the model built from its config: missing keys {missing}, "

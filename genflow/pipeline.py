@@ -183,14 +183,16 @@ def load(path_or_hub_id: str, device: str | torch.device | None = None, dtype: t
     from genflow.release import load_release
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    # The weights stay fp32; ``dtype`` is the autocast dtype. CPU autocast runs bf16 only.
+    # ``dtype`` is the autocast dtype (CPU autocast runs bf16 only); genflow DiTs keep fp32 weights, the ~2 B
+    # official generator loads its weights straight in that dtype.
     if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"dtype={dtype}: expected None/torch.float32 (fp32), torch.bfloat16 or torch.float16")
     if dtype == torch.float16 and device.type == "cpu":
         raise ValueError("dtype=torch.float16 is not supported on CPU; use torch.bfloat16 or None (fp32)")
-    model, meta, folder = load_release(path_or_hub_id, revision=revision)
+    weights = dtype if dtype in (torch.bfloat16, torch.float16) else None
+    model, meta, folder = load_release(path_or_hub_id, revision=revision, device=device, dtype=weights)
     conditioner = build_conditioner(meta["codec"], meta.get("text_encoder"), device=device, root=folder,
                                     prompt_template=meta.get("prompt_template", "{}"))
     settings = SamplingSettings.from_dict(meta.get("sampling") or {})
-    return Generator(model.to(device).eval(), conditioner, settings, dtype=dtype, codec_id=meta["codec"],
+    return Generator(model.eval(), conditioner, settings, dtype=dtype, codec_id=meta["codec"],
                      text_encoder_id=meta.get("text_encoder"))

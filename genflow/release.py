@@ -59,20 +59,45 @@ def read_pipeline_dict(meta: dict, where: str) -> dict:
     return meta
 
 
-def _load_genflow_dit(folder: Path) -> tuple[nn.Module, dict]:
+def read_pipeline(folder: Path) -> dict:
+    """The checked ``pipeline.json`` of a release folder."""
     meta_path = folder / "pipeline.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: {folder} is not a genflow release folder "
                                 "(config.json + model.safetensors + pipeline.json, written at the end of training)")
-    return DiT.from_pretrained(folder), read_pipeline_dict(hub.read_json(meta_path), str(meta_path))
+    return read_pipeline_dict(hub.read_json(meta_path), str(meta_path))
 
 
-#: model_type in config.json -> folder -> (model, pipeline dict with codec, text_encoder, sampling)
-MODEL_LOADERS: dict[str, Callable[[Path], tuple[nn.Module, dict]]] = {MODEL_TYPE: _load_genflow_dit}
+def _genflow_dit(folder: Path, device, dtype) -> tuple[nn.Module, dict]:
+    # small enough to stay fp32 whatever the autocast dtype
+    return DiT.from_pretrained(folder).to(device), read_pipeline(folder)
 
 
-def load_release(path_or_hub_id: str | os.PathLike, revision: str | None = None) -> tuple[nn.Module, dict, Path]:
-    """Release folder or hub id -> (model with its weights, pipeline dict, local folder)."""
+def _official_audiogen(folder: Path, device, dtype) -> tuple[nn.Module, dict]:
+    from genflow.audiogen import load_official
+    from genflow.audiogen.sampling import official_pipeline
+
+    model = load_official(folder, dtype=dtype, device=device)  # ~2 B parameters: straight into dtype/device
+    return model, official_pipeline(model.config)
+
+
+def _converted_audiogen(folder: Path, device, dtype) -> tuple[nn.Module, dict]:
+    from genflow.audiogen import AudioGen
+
+    return AudioGen.from_pretrained(folder, dtype=dtype, device=device), read_pipeline(folder)
+
+
+#: config.json model_type -> (folder, device, weight dtype or None) -> (model, pipeline dict)
+MODEL_LOADERS: dict[str, Callable[[Path, torch.device, torch.dtype | None], tuple[nn.Module, dict]]] = {
+    MODEL_TYPE: _genflow_dit, "dasheng_audiogen": _official_audiogen, "genflow-audiogen": _converted_audiogen}
+
+
+def load_release(path_or_hub_id: str | os.PathLike, revision: str | None = None, device: torch.device | str = "cpu",
+                 dtype: torch.dtype | None = None) -> tuple[nn.Module, dict, Path]:
+    """Release folder or hub id -> (model with its weights on ``device``, pipeline dict, local folder).
+
+    ``dtype``: the weight dtype for model families large enough to want it (genflow DiTs stay fp32).
+    """
     folder = hub.resolve(path_or_hub_id, files=(), patterns=("config.json", *RELEASE_PATTERNS),
                          revision=revision, what="release folder")
     if not (folder / "config.json").is_file() and not (folder / "pipeline.json").is_file():
@@ -82,5 +107,5 @@ def load_release(path_or_hub_id: str | os.PathLike, revision: str | None = None)
     if kind not in MODEL_LOADERS:
         raise ValueError(f"{folder / 'config.json'} has model_type {kind!r}; genflow loads "
                          f"{', '.join(sorted(MODEL_LOADERS))}")
-    model, meta = MODEL_LOADERS[kind](folder)
+    model, meta = MODEL_LOADERS[kind](folder, torch.device(device), dtype)
     return model, meta, folder

@@ -27,6 +27,7 @@ from genflow.audiogen import (
     sample_official_batch,
 )
 from genflow.audiogen.__main__ import main as cli
+from genflow.codecs.base import Codec
 from genflow.flow import flow_loss, sample, sigma_schedule
 from genflow.model import DiT, DiTConfig
 
@@ -274,3 +275,56 @@ def test_fine_tuning_loss_reaches_the_front_end(vec):
     for name in ("frontend.proj.weight", "frontend.attn.in_proj_weight", "frontend.content_proj.weight",
                  "dummy_ta_embed", "backbone.blocks.0.adaLN.linear.weight"):
         assert model.get_parameter(name).grad.abs().sum() > 0, name
+
+
+class _LatentCodec(Codec):
+    """Stand-in DashengTokenizer: 25 frames/s, decode writes each latent frame's values as its samples."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.latent_dim, self.frame_rate, self.sample_rate = dim, 25.0, 25 * dim
+
+    def num_frames(self, n: int) -> int:
+        return n // self.hop_length
+
+    def decode(self, latent):
+        return latent.reshape(latent.shape[0], -1)
+
+
+class _FixtureT5(torch.nn.Module):
+    """Stand-in T5: the fixture's text states for the fixture's prompts (the official tag already in place)."""
+
+    def __init__(self, vec):
+        super().__init__()
+        self.vec, self.dim, self.seen = vec, vec["text_states"].shape[-1], []
+        self.name, self.max_length, self.device = "fixture-t5", 512, torch.device("cpu")
+
+    def forward(self, prompts):
+        self.seen += prompts
+        rows = [int(p.split()[-1]) for p in prompts]
+        return self.vec["text_states"][rows], self.vec["text_mask"][rows]
+
+
+def test_genflow_load_samples_the_official_folder_with_its_defaults(vec, monkeypatch):
+    """genflow.load(official folder): official settings, predicted durations, the same latents as the official
+    sampler for the longest prompt of the fixture's natural-length batch."""
+    import genflow
+    import genflow.codecs
+    import genflow.pipeline
+    import genflow.text
+
+    dim = vec["sample_natural_noise"].shape[-1]
+    t5 = _FixtureT5(vec)
+    monkeypatch.setattr(genflow.codecs, "load_codec", lambda name, device=None: _LatentCodec(dim))
+    monkeypatch.setattr(genflow.text, "load_text_encoder", lambda name, device=None: t5)
+    noise = iter(vec["sample_natural_noise"][i, :n] for i, n in enumerate(vec["num_frames"].tolist()))
+    monkeypatch.setattr(genflow.pipeline, "make_noise", lambda shape, seed=None: next(noise))
+    gen = genflow.load(str(FIXTURE), device="cpu")
+    assert gen.settings.duration_s is None and gen.settings.steps == 25 and gen.settings.guidance_scale == 5.0
+    assert (gen.codec_id, gen.text_encoder_id) == ("mispeech/dashengtokenizer", "google/flan-t5-large")
+    clips = gen.generate(["prompt 0", "prompt 1", "prompt 2"])
+    assert t5.seen == ["<|caption|> prompt 0", "<|caption|> prompt 1", "<|caption|> prompt 2"]
+    frames = [c.numel() // dim for c in clips]
+    assert frames == vec["num_frames"].tolist()  # the duration predictor set each clip's length
+    longest = clips[0].reshape(frames[0], dim)
+    assert _err("genflow.load -> generate, longest row", longest, vec["sample_natural_out"][0, : frames[0]]) <= SAMPLED

@@ -10,6 +10,7 @@ import torch
 from genflow.codecs import load_codec
 from genflow.metrics.music import estimate_key, estimate_tempo, key_score, music_scores, parse_key, tempo_correct
 from genflow.metrics.probe import AudioProbe, ProbeConfig, fit_probe
+from genflow.sampling import SamplingSettings
 
 SR = 16000
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +87,7 @@ class FakeGenerator:
     """Stands in for a trained release: 'generates' the real test clip of each caption, 'enhances' to itself."""
 
     def __init__(self, rows):
-        self.codec, self.sample_rate, self.defaults = load_codec("mel"), SR, {}
+        self.codec, self.sample_rate, self.settings = load_codec("mel"), SR, SamplingSettings()
         self.by_caption = {r["caption"]: r["audio"] for r in rows if "caption" in r}
 
     def generate(self, prompts, duration_s, seed=0):

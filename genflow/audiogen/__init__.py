@@ -6,15 +6,22 @@
     frames = model.predict_frames(t5_states, t5_mask)           # T5 of format_prompt(caption)
     x = genflow.flow.sample(model, noise, official_sigmas(), guidance_scale=5.0, mask=..., text=..., text_mask=...)
 
-``is_official(folder)`` tells an official folder from its ``config.json`` (for a loader that dispatches).
+``genflow.load`` takes either folder (or hub id) directly: ``genflow.release`` dispatches on ``model_type``
+(``dasheng_audiogen`` official, ``genflow-audiogen`` converted) to ``official_pipeline`` / ``converted_pipeline``.
 """
 
-from genflow.audiogen.config import MODEL_TYPE, OFFICIAL_MODEL_TYPE, AudioGenConfig, is_official, read_model_type
+from genflow.audiogen.config import MODEL_TYPE, OFFICIAL_MODEL_TYPE, AudioGenConfig, is_official
 from genflow.audiogen.convert import load_official
 from genflow.audiogen.frontend import compose_prompt, format_prompt
 from genflow.audiogen.model import AudioGen
-from genflow.audiogen.sampling import DEFAULTS, official_padding, official_sigmas, sample_official_batch
+from genflow.audiogen.sampling import (
+           DEFAULTS,
+           PROMPT_TEMPLATE,
+           official_padding,
+           official_sigmas,
+           sample_official_batch,
+)
 
-__all__ = ["AudioGen", "AudioGenConfig", "DEFAULTS", "MODEL_TYPE", "OFFICIAL_MODEL_TYPE", "compose_prompt",
-           "format_prompt", "is_official", "load_official", "official_padding", "official_sigmas",
-           "read_model_type", "sample_official_batch"]
+__all__ = ["AudioGen", "AudioGenConfig", "DEFAULTS", "MODEL_TYPE", "OFFICIAL_MODEL_TYPE", "PROMPT_TEMPLATE",
+           "compose_prompt", "format_prompt", "is_official", "load_official", "official_padding", "official_sigmas",
+           "sample_official_batch"]

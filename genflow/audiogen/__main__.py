@@ -6,15 +6,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 
 from genflow.audiogen.convert import load_official
-from genflow.audiogen.sampling import DEFAULTS
-from genflow.release import FORMAT
+from genflow.audiogen.sampling import official_pipeline
+from genflow.release import save_release
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -24,14 +23,8 @@ def convert(official: str, out: str, dtype: str = "fp32") -> Path:
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype!r}; expected one of {sorted(DTYPES)}")
     model = load_official(official, dtype=DTYPES[dtype])
-    folder = model.save_pretrained(out)
-    # how to sample it: the codec and text encoder the official code fetches, and its sampling defaults
-    meta = {"format": FORMAT, "codec": model.config.codec, "text_encoder": model.config.text_encoder,
-            "defaults": DEFAULTS}
-    tmp = folder / ".pipeline.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    tmp.replace(folder / "pipeline.json")
-    return folder
+    # a release like any other: the codec and text encoder the official code fetches, its sampling settings
+    return save_release(out, model, model.state_dict(), official_pipeline(model.config))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from genflow import hub
 from genflow.model import DiTConfig
 
 OFFICIAL_MODEL_TYPE = "dasheng_audiogen"
@@ -64,22 +64,10 @@ class AudioGenConfig:
         return cls(**{**d, "backbone": DiTConfig.from_dict(d.get("backbone", {}))})
 
 
-def read_model_type(path: str | os.PathLike) -> str | None:
-    """``model_type`` of a folder's ``config.json`` (or of that file); None when absent or not a dict."""
-    path = Path(path)
-    file = path / "config.json" if path.is_dir() else path
-    if not file.is_file():
-        return None
-    try:
-        cfg = json.loads(file.read_text())
-    except json.JSONDecodeError:
-        return None
-    return cfg.get("model_type") if isinstance(cfg, dict) else None
-
-
 def is_official(path: str | os.PathLike) -> bool:
     """True when ``path`` (a folder or its ``config.json``) is the official Dasheng-AudioGen generator."""
-    return read_model_type(path) == OFFICIAL_MODEL_TYPE
+    path = Path(path)
+    return hub.model_type(path if path.is_dir() else path.parent) == OFFICIAL_MODEL_TYPE
 
 
 def from_official(cfg: dict, source: str = "config.json") -> AudioGenConfig:

@@ -14,7 +14,6 @@ unconditional input: zero content and zero time-aligned context, with the real m
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable
@@ -23,7 +22,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from genflow.audiogen.config import MODEL_TYPE, AudioGenConfig, read_model_type
+from genflow import hub
+from genflow.audiogen.config import MODEL_TYPE, AudioGenConfig
 from genflow.audiogen.frontend import TextFrontEnd
 from genflow.audiogen.weights import SafetensorsReader
 from genflow.model import DiT
@@ -74,39 +74,26 @@ class AudioGen(nn.Module):
 
     # -- release folders ----------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, state_dict: dict | None = None) -> Path:
-        """Write ``config.json`` (``model_type: genflow-audiogen``) + ``model.safetensors`` atomically."""
-        from safetensors.torch import save_file
-
+        """Write ``model.safetensors`` then ``config.json`` (``model_type: genflow-audiogen``), atomically."""
         folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
         state = state_dict if state_dict is not None else self.state_dict()
         state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
-        _check_keys(self.state_dict().keys(), state.keys(), "the state_dict to save")
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}  # no copy when already so
-        for name, write in (("model.safetensors", lambda p: save_file(tensors, str(p))),
-                            ("config.json", lambda p: p.write_text(
-                                json.dumps(self.config.to_dict(), indent=2) + "\n"))):
-            tmp = folder / f".{name}.tmp"
-            write(tmp)
-            os.replace(tmp, folder / name)  # weights first: config.json marks a complete folder
+        hub.check_keys(self.state_dict(), state, "the state_dict to save")
+        hub.write_weights(folder / "model.safetensors", state)
+        hub.write_json(folder / "config.json", self.config.to_dict())  # last: marks a complete folder
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None,
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, dtype: torch.dtype | None = None,
                         device: torch.device | str | None = None) -> AudioGen:
-        """Load a folder written by ``save_pretrained`` strictly, straight into ``dtype``/``device``."""
-        folder = Path(folder)
-        files = [folder / "config.json", folder / "model.safetensors"]
-        for f in files:
-            if not f.is_file():
-                raise FileNotFoundError(f"{f} not found; an AudioGen folder holds config.json + model.safetensors "
-                                        "(python -m genflow.audiogen convert OFFICIAL_FOLDER OUT writes one)")
-        if read_model_type(files[0]) != MODEL_TYPE:
-            raise ValueError(f"{files[0]}: model_type {read_model_type(files[0])!r}, expected {MODEL_TYPE!r}; "
-                             "an official folder loads with genflow.audiogen.load_official")
-        config = AudioGenConfig.from_dict(json.loads(files[0].read_text()))
-        with SafetensorsReader(files[1]) as f:
-            return build(config, f.keys(), f.get, str(files[1]), dtype=dtype, device=device)
+        """Load a folder (or hub id) written by ``save_pretrained`` strictly, straight into ``dtype``/``device``."""
+        folder = hub.resolve(path_or_hub_id, files=("config.json", "model.safetensors"), what="AudioGen folder")
+        if hub.model_type(folder) != MODEL_TYPE:
+            raise ValueError(f"{folder / 'config.json'}: model_type {hub.model_type(folder)!r}, expected "
+                             f"{MODEL_TYPE!r}; an official folder loads with genflow.audiogen.load_official")
+        config = AudioGenConfig.from_dict(hub.read_json(folder / "config.json"))
+        with SafetensorsReader(folder / "model.safetensors") as f:
+            return build(config, f.keys(), f.get, str(folder / "model.safetensors"), dtype=dtype, device=device)
 
 
 def build(config: AudioGenConfig, keys: list[str], get: Callable[[str], Tensor], source: str,
@@ -119,7 +106,7 @@ def build(config: AudioGenConfig, keys: list[str], get: Callable[[str], Tensor],
     with torch.device("meta"):
         model = AudioGen(config)
     expected = model.state_dict()
-    _check_keys(expected.keys(), keys, source)
+    hub.check_keys(expected, keys, source)
     state, bad = {}, []
     for key in keys:
         v = get(key)
@@ -138,10 +125,3 @@ def build(config: AudioGenConfig, keys: list[str], get: Callable[[str], Tensor],
                 assert name.startswith("null_"), f"unexpected meta buffer {mod_name}.{name}"
                 setattr(module, name, torch.zeros(buf.shape, dtype=dtype or torch.float32, device=device or "cpu"))
     return model.eval()
-
-
-def _check_keys(expected, got, what: str) -> None:
-    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"{what} does not match the AudioGen config: missing keys {missing}, unexpected keys "
-                         f"{unexpected}. Use the config.json written with these weights")

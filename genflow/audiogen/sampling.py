@@ -21,9 +21,21 @@ import math
 import torch
 from torch import Tensor
 
-#: official sampling settings, in the keys of genflow's sampling defaults
-DEFAULTS = {"steps": 25, "sampler": "euler", "schedule": "sway", "sway_coef": -1.0, "guidance_scale": 5.0,
-            "guidance_rescale": 0.0}
+from genflow.sampling import SamplingSettings
+
+#: the official sampling settings; no duration: the model's duration predictor sets each clip's length
+DEFAULTS = SamplingSettings(duration_s=None, steps=25, guidance_scale=5.0, solver="euler", schedule="sway",
+                            sway_coef=-1.0)
+#: how captions reach T5 (a plain caption gets the tag; a prompt already composed with tags is kept)
+PROMPT_TEMPLATE = "<|caption|> {}"
+
+
+def official_pipeline(config) -> dict:
+    """How genflow samples the official generator: codec, text encoder, prompt template, settings (pipeline.json)."""
+    from genflow.release import FORMAT
+
+    return {"format": FORMAT, "codec": config.codec, "text_encoder": config.text_encoder,
+            "prompt_template": PROMPT_TEMPLATE, "sampling": DEFAULTS.to_dict()}
 
 
 def official_sigmas(steps: int = 25, sway_coef: float = -1.0, device=None) -> Tensor:
