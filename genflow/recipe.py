@@ -55,7 +55,8 @@ class RunConfig:
 
     codec: str = "mel"
     text_encoder: str = ""  # "" = no text conditioning
-    init: str = ""  # fine-tune: a release folder or hub id whose model, codec and text encoder the run starts from
+    init: str = ""  # fine-tune: a release folder or hub id whose model, codec, text encoder and sampling settings
+    # the run starts from (they replace the preset's)
     prompt_template: str = "{}"  # how captions reach the text encoder ("{}" = as they are)
     data: DataConfig = field(default_factory=DataConfig)
     model: DiTConfig = field(default_factory=DiTConfig)
@@ -82,7 +83,7 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
     """The frozen codec/text encoder (``build_conditioner``) and the model to train.
 
     From scratch, the model's widths come from the codec and text encoder. With ``init`` (fine-tuning) the
-    release's model, codec and text encoder are used as they are, whatever the config says.
+    release's model, codec, text encoder, prompt template and sampling settings are used as they are.
     """
     device = process_state().device
     if cfg.init:
@@ -90,7 +91,8 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
         codec, text = inside(folder, meta["codec"]), meta.get("text_encoder") or ""
         cfg = dataclasses.replace(cfg, codec=codec, text_encoder=text and inside(folder, text),
                                   model=getattr(model, "config", cfg.model),
-                                  prompt_template=meta.get("prompt_template", "{}"))
+                                  prompt_template=meta.get("prompt_template", "{}"),
+                                  sampling=SamplingSettings.from_dict(meta.get("sampling") or {}))
         logger.info("fine-tuning %s (codec %s, text encoder %s)", cfg.init, cfg.codec, cfg.text_encoder or None)
     conditioner = build_conditioner(cfg.codec, cfg.text_encoder or None, device=device,
                                     prompt_template=cfg.prompt_template)

@@ -275,6 +275,9 @@ def test_fine_tuning_loss_reaches_the_front_end(vec):
     for name in ("frontend.proj.weight", "frontend.attn.in_proj_weight", "frontend.content_proj.weight",
                  "dummy_ta_embed", "backbone.blocks.0.adaLN.linear.weight"):
         assert model.get_parameter(name).grad.abs().sum() > 0, name
+    # the duration predictor is outside the flow loss: frozen, so DDP sees every trainable parameter used
+    assert all(p.grad is None and not p.requires_grad for p in model.frontend.duration_mlp.parameters())
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
 class _LatentCodec(Codec):
@@ -328,3 +331,51 @@ def test_genflow_load_samples_the_official_folder_with_its_defaults(vec, monkeyp
     assert frames == vec["num_frames"].tolist()  # the duration predictor set each clip's length
     longest = clips[0].reshape(frames[0], dim)
     assert _err("genflow.load -> generate, longest row", longest, vec["sample_natural_out"][0, : frames[0]]) <= SAMPLED
+
+
+class _Encoder(_LatentCodec):
+    """The stand-in codec with an encoder: each hop of samples is one latent frame."""
+
+    def encode(self, audio, attention_mask=None):
+        n = self.num_frames(audio.shape[1])
+        return audio[:, : n * self.hop_length].reshape(audio.shape[0], n, self.latent_dim)
+
+
+class _HashT5(_FixtureT5):
+    """Stand-in T5 for any caption: fixed random states per caption (7 tokens)."""
+
+    def forward(self, prompts):
+        self.seen += prompts
+        rows = [torch.randn(7, self.dim, generator=torch.Generator().manual_seed(len(p))) for p in prompts]
+        return torch.stack(rows), torch.ones(len(prompts), 7, dtype=torch.bool)
+
+
+def test_recipe_fine_tunes_the_official_generator(vec, monkeypatch, tmp_path):
+    """recipes/tta/train.py --init OFFICIAL: full fine-tuning of the official model; the release loads and samples."""
+    import importlib.util
+
+    import genflow
+    import genflow.codecs
+    import genflow.text
+
+    dim = vec["sample_natural_noise"].shape[-1]
+    t5 = _HashT5(vec)
+    monkeypatch.setattr(genflow.codecs, "load_codec", lambda name, device=None: _Encoder(dim))
+    monkeypatch.setattr(genflow.text, "load_text_encoder", lambda name, device=None: t5)
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("tta_train", root / "recipes" / "tta" / "train.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    release = recipe.main(["--preset", "tiny", "--init", str(FIXTURE), "--out", str(tmp_path / "run"),
+                           "--max-steps", "2", "--train.log_with", "none", "--train.sample_every", "0",
+                           "--data.cache", ""])
+    assert t5.seen and all(p.startswith("<|caption|> ") for p in t5.seen)  # training captions get the tag too
+    tuned, base = load_file(str(release / "model.safetensors")), AudioGen.from_pretrained(release).state_dict()
+    assert json.loads((release / "config.json").read_text())["model_type"] == "genflow-audiogen"
+    official = load_official(FIXTURE).state_dict()
+    assert torch.equal(tuned["frontend.duration_mlp.0.weight"], official["frontend.duration_mlp.0.weight"])
+    assert not torch.equal(tuned["frontend.proj.weight"], official["frontend.proj.weight"])  # it trained
+    assert tuned.keys() == base.keys()
+    gen = genflow.load(str(release), device="cpu")
+    assert gen.settings.guidance_scale == 5.0 and gen.settings.duration_s is None
+    assert len(gen.generate(["a dog"], steps=2)) == 1

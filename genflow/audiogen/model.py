@@ -39,6 +39,9 @@ class AudioGen(nn.Module):
         self.frontend = TextFrontEnd(config)
         # the time-aligned input of every frame when there is no time-aligned condition (trainable, as released)
         self.dummy_ta_embed = nn.Parameter(torch.zeros(config.backbone.aligned_dim))
+        # The flow loss never reaches the clip-length predictor: fine-tuning keeps it as released (frozen), so
+        # every trainable parameter is used on every step (DDP needs no find_unused_parameters).
+        self.frontend.duration_mlp.requires_grad_(False)
 
     def forward(self, x: Tensor, sigma: Tensor, *, mask: Tensor | None = None, text: Tensor | None = None,
                 text_mask: Tensor | None = None, aligned: Tensor | None = None, drop_text: Tensor | None = None,
