@@ -16,6 +16,7 @@ from accelerate.utils import set_seed
 
 from genflow.cli import config_to_dict
 from genflow.codecs import Codec, load_codec
+from genflow.codecs.latent_stats import codec_with_latent_stats
 from genflow.conditioning import Conditioner
 from genflow.data import (
     LatentCache,
@@ -91,6 +92,10 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Codec, CachedTex
     """Load the frozen codec/text encoder and fill the model's latent/text/aligned widths from them."""
     state = process_state()
     codec = load_codec(cfg.codec, device=state.device)
+    # A VAE without latent statistics gets them from the training data, in RUN/codec (kept on resume,
+    # shipped with the release); cfg.codec then names that folder.
+    codec_id, codec = codec_with_latent_stats(cfg.codec, codec, cfg.data.train, Path(cfg.train.out) / "codec", state)
+    cfg = dataclasses.replace(cfg, codec=codec_id)
     text_encoder = None
     if cfg.text_encoder:
         text_encoder = CachedTextEncoder(load_text_encoder(cfg.text_encoder, device=state.device))
