@@ -157,6 +157,7 @@ class OobleckVAECodec(Codec):
                  std: torch.Tensor | None = None):
         super().__init__()
         self.vae, self.config = vae, config
+        self.vae_dir: str | None = config.vae if os.path.isdir(config.vae) else None  # copied by save_pretrained
         ratios = [int(r) for r in vae.config.downsampling_ratios]
         self.hop = int(torch.tensor(ratios).prod())
         self.sample_rate = int(vae.config.sampling_rate)
@@ -241,7 +242,9 @@ class OobleckVAECodec(Codec):
     def with_latent_stats(self, mean: torch.Tensor, std: torch.Tensor, stats: dict) -> OobleckVAECodec:
         """The same VAE with per-channel statistics (C,) set; ``stats`` says how they were computed."""
         config = dataclasses.replace(self.config, stats=dict(stats))
-        return type(self)(self.vae, config, mean, std).to(self.latent_mean.device)
+        codec = type(self)(self.vae, config, mean, std).to(self.latent_mean.device)
+        codec.vae_dir = self.vae_dir
+        return codec.freeze()
 
     @classmethod
     def from_vae(cls, source: str, subfolder: str | None = None, revision: str | None = None,
@@ -267,7 +270,9 @@ class OobleckVAECodec(Codec):
             if set(stats) != {"mean", "std"}:
                 raise ValueError(f"{path / STATS} holds {sorted(stats)}, expected exactly ['mean', 'std']")
             mean, std = stats["mean"], stats["std"]
-        return cls(vae, config, mean, std).freeze()
+        codec = cls(vae, config, mean, std)
+        codec.vae_dir = str(local) if local.is_dir() else None
+        return codec.freeze()
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write a genflow VAE codec folder (atomically): config, statistics, and a local VAE copied in."""
@@ -276,7 +281,7 @@ class OobleckVAECodec(Codec):
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         config = self.config
-        if os.path.isdir(config.vae):  # a local VAE travels inside, so the folder is self-contained
+        if self.vae_dir is not None:  # a local VAE travels inside, so the folder is self-contained
             self.vae.save_pretrained(tmp / "vae", safe_serialization=True)
             config = dataclasses.replace(config, vae="vae", subfolder=None, revision=None)
         if self.has_latent_stats:
