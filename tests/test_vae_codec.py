@@ -142,3 +142,33 @@ def test_training_on_a_vae_computes_statistics_and_ships_them(tmp_path):
     assert isinstance(gen.codec, OobleckVAECodec) and torch.equal(gen.codec.latent_std, stats["std"])
     clip = gen.generate(["a test prompt"], duration_s=0.5, steps=2, seed=0)[0]
     assert clip.shape == (12000,) and torch.isfinite(clip).all()
+
+
+def test_prepare_with_a_vae_writes_the_codec_folder_and_caches_with_it(tmp_path, capsys):
+    import importlib.util
+
+    from genflow.data import LatentCache
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("prepare_se_vae", root / "recipes" / "se" / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    gen = torch.Generator().manual_seed(3)
+    vb = tmp_path / "vb"
+    for split, names in (("trainset_28spk", ("p226_001", "p230_001")), ("testset", ("p232_001",))):
+        for kind in ("clean", "noisy"):
+            (vb / f"{kind}_{split}_wav").mkdir(parents=True, exist_ok=True)
+            for name in names:
+                sf.write(vb / f"{kind}_{split}_wav" / f"{name}.wav",
+                         (0.3 * torch.randn(12000, generator=gen)).numpy(), 16000)
+    out = tmp_path / "out"
+    module.main(["--root", str(vb), "--out-dir", str(out), "--cache", "--codec", str(FIXTURE)])
+    assert f"train with --codec {out / 'codec'}" in capsys.readouterr().out
+    normed = load_codec(out / "codec")
+    n_train = len((out / "train.jsonl").read_text().splitlines())  # statistics of the train split's clean clips
+    stats = json.loads((out / "codec" / "config.json").read_text())["stats"]
+    assert normed.has_latent_stats and stats["clips"] == n_train >= 1
+    cache = LatentCache(out / "cache" / "train", codec=normed)  # built with the normalised codec ...
+    assert cache.keys == ("clean", "noisy") and len(cache) == n_train
+    with pytest.raises(ValueError, match="rebuild the cache"):  # ... so the raw VAE's latents are refused
+        LatentCache(out / "cache" / "train", codec=load_codec(FIXTURE))
