@@ -105,6 +105,10 @@ def test_latent_statistics_round_trip(tmp_path, codec):
     normed = load_codec(moved)
     assert normed.has_latent_stats and json.loads((moved / "config.json").read_text())["stats"]["clips"] == 3
     assert (moved / "vae" / WEIGHTS).is_file()
+    # strict save/load round trip: the same VAE weights as the source, the same statistics as the original folder
+    saved, original = normed.state_dict(), load_codec(folder).state_dict()
+    assert saved.keys() == original.keys() and all(torch.equal(saved[k], original[k]) for k in saved)
+    assert all(torch.equal(saved[f"vae.{k}"], v) for k, v in codec.vae.state_dict().items())
     latents = torch.cat([encode_audio(normed, tmp_path / r["audio"]) for r in rows])  # (frames, C)
     assert latents.shape[0] == sum(int(24000 * s) // HOP for s in (0.5, 0.8, 1.1))
     assert torch.allclose(latents.mean(0), torch.zeros(4), atol=1e-4)
