@@ -16,6 +16,7 @@ import torch
 from accelerate.utils import set_seed
 
 from genflow.cli.config import config_to_dict
+from genflow.codecs.latent_stats import codec_with_latent_stats
 from genflow.conditioning import BatchKeys, Conditioner, build_conditioner, inside
 from genflow.data import (
     LatentCache,
@@ -96,9 +97,16 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
         logger.info("fine-tuning %s (codec %s, text encoder %s)", cfg.init, cfg.codec, cfg.text_encoder or None)
     conditioner = build_conditioner(cfg.codec, cfg.text_encoder or None, device=device,
                                     prompt_template=cfg.prompt_template)
+    # A VAE without latent statistics gets them from the training data, in RUN/codec (kept on resume, shipped
+    # with the release); cfg.codec then names that folder.
+    codec_id, codec = codec_with_latent_stats(cfg.codec, conditioner.codec, cfg.data.train,
+                                              Path(cfg.train.out) / "codec", process_state())
+    if codec_id != cfg.codec:
+        cfg = dataclasses.replace(cfg, codec=codec_id)
+        conditioner = Conditioner(codec, conditioner.text_encoder, prompt_template=cfg.prompt_template)
     if cfg.init:
         return cfg, conditioner, model
-    codec, text = conditioner.codec, conditioner.text_encoder
+    text = conditioner.text_encoder
     model_cfg = dataclasses.replace(cfg.model, latent_dim=codec.latent_dim, text_dim=text.dim if text else 0,
                                     aligned_dim=codec.latent_dim if aligned else 0)
     set_seed(cfg.train.seed)  # the same initial weights on every process and in every rerun

@@ -99,8 +99,14 @@ def run_prepare(
         return
     accelerator.wait_for_everyone()
     from genflow.codecs import load_codec
+    from genflow.codecs.latent_stats import codec_with_latent_stats
 
     codec = load_codec(args.codec, device=accelerator.device)
+    # A VAE without latent statistics: compute them on the train split into <out-dir>/codec, cache with that.
+    codec_id, codec = codec_with_latent_stats(args.codec, codec, args.out_dir / "train.jsonl",
+                                              args.out_dir / "codec", accelerator)
+    if codec_id != args.codec and accelerator.is_main_process:
+        print(f"latent statistics of {args.codec} -> {codec_id}; train with --codec {codec_id}")
     cache_root = resolve_cache_dir(args.cache, args.out_dir / "cache")
     for split in SPLITS:
         manifest = args.out_dir / f"{split}.jsonl"
