@@ -31,7 +31,7 @@ from accelerate.utils import DistributedType, ProjectConfiguration, parse_flag_f
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from genflow import hub
+from genflow import checkpoint, hub
 from genflow.conditioning import Conditioner
 from genflow.data import SkipBatches
 from genflow.ema import EMA
@@ -90,8 +90,8 @@ class RunState:
         return dict(vars(self))
 
     def load_state_dict(self, state: dict) -> None:
-        for k, v in state.items():
-            setattr(self, k, int(v))
+        for k in vars(self):
+            setattr(self, k, int(state[k]))
 
 
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
@@ -108,20 +108,6 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     if cfg.lr_schedule not in ("cosine", "constant"):
         raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {cfg.lr_schedule!r}")
     return f
-
-
-def find_checkpoint(out: Path, resume: str) -> Path | None:
-    """``latest`` -> newest complete checkpoint of the run (None if there is none); else the given path."""
-    if resume != "latest":
-        path = Path(resume)
-        if not (path / "genflow_state.json").exists():
-            raise FileNotFoundError(f"--resume {resume}: not a genflow training checkpoint (no genflow_state.json); "
-                                    f"pass a folder under RUN/checkpoints/ or 'latest'")
-        return path
-    # checkpoint-N only: a checkpoint-N.tmp left by a kill during the rename is incomplete by definition.
-    done = [p for p in (out / "checkpoints").glob("checkpoint-*")
-            if p.name.split("-", 1)[1].isdigit() and (p / "genflow_state.json").exists()]
-    return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
 
 
 def process_state() -> PartialState:
@@ -197,21 +183,48 @@ def build(cfg: TrainConfig, model: torch.nn.Module, conditioner: Conditioner, ru
               conditioner, TimestepSampler(kind=cfg.timesteps, mean=cfg.timestep_mean, std=cfg.timestep_std,
                                            shift=cfg.timestep_shift),
               f"ema-rank{accelerator.process_index}.safetensors" if sharded else "ema.safetensors")
-    for obj in (scheduler, run.state):
-        accelerator.register_for_checkpointing(obj)
     return run
 
 
 def resume(run: Run, resume_from: str | None) -> None:
-    """Load the checkpoint ``resume_from`` names ('latest' or a path) into the run, if there is one."""
+    """Load the checkpoint ``resume_from`` names ('latest' or a path) into the run, if there is one.
+
+    Only files the checkpoint's manifest lists, verified against it, are read, and only as safetensors
+    or JSON (see ``genflow.checkpoint``): nothing in a checkpoint folder is unpickled.
+    """
     if not resume_from:
         return
-    ckpt = find_checkpoint(run.out, resume_from)
+    ckpt = checkpoint.find_checkpoint(run.out, resume_from)
     if ckpt is None:
         logger.info("--resume latest: no checkpoint in %s, starting from scratch", run.out / "checkpoints")
         return
-    run.accelerator.load_state(str(ckpt))
+    files = checkpoint.listed(ckpt)
+    state = hub.read_json(ckpt / checkpoint.STATE)
+    model_sd = hub.read_weights(ckpt / "model.safetensors")
+    optim_sd = checkpoint.load_optimizer(ckpt / "optimizer.safetensors")
+    if run.accelerator.distributed_type == DistributedType.FSDP:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        set_state_dict(run.model, run.optimizer.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
+                       options=StateDictOptions(full_state_dict=True))
+    else:
+        unwrapped = run.accelerator.unwrap_model(run.model)
+        hub.check_keys(unwrapped.state_dict(), model_sd, str(ckpt / "model.safetensors"))
+        unwrapped.load_state_dict(model_sd, strict=True)
+        run.optimizer.load_state_dict(optim_sd)
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.accelerator.scaler is not None and state.get("scaler"):
+        run.accelerator.scaler.load_state_dict(state["scaler"])
+    run.accelerator.step = int(state["accelerator_step"])
+    run.state.load_state_dict(state)
+    if run.ema_file not in files:
+        raise ValueError(f"{ckpt}: no {run.ema_file}; resume with the process count and sharding it was saved with")
     run.ema.load(ckpt / run.ema_file)
+    rng = f"rng-rank{run.accelerator.process_index}.safetensors"
+    if rng in files:
+        checkpoint.load_rng(ckpt / rng)
+    else:  # more processes than when it was saved: the run goes on, but not bit-identically
+        logger.warning("%s has no %s: this process's random state starts fresh", ckpt, rng)
     logger.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, run.state.step, run.state.epoch,
                 run.state.batch_in_epoch)
 
@@ -302,27 +315,48 @@ class Meter:
         self.count, self.t_last, self.step_last = 0, time.perf_counter(), run.state.step
 
 
+def _state_dicts(run: Run) -> tuple[dict, dict]:
+    """Full model and optimizer state dicts (gathered to the CPU of the main process under FSDP)."""
+    if run.accelerator.distributed_type == DistributedType.FSDP:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        return get_state_dict(run.model, run.optimizer.optimizer,
+                              options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return run.accelerator.unwrap_model(run.model).state_dict(), run.optimizer.state_dict()
+
+
 def save_checkpoint(run: Run, tag: str | None = None) -> None:
-    """Accelerate state + EMA -> checkpoints/checkpoint-STEP, written to a temp name then renamed."""
+    """Model, optimizer, EMA, RNG and run state -> checkpoints/checkpoint-STEP (temp name, manifest, rename).
+
+    Safetensors and JSON only (``genflow.checkpoint``); the manifest of sizes and hashes is written last,
+    so a folder without one is incomplete. Rotation keeps the newest ``save_total_limit`` verified ones.
+    """
     accelerator, state = run.accelerator, run.state
     final = run.out / "checkpoints" / f"checkpoint-{state.step}"
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    model_sd, optim_sd = _state_dicts(run)  # every process takes part in the FSDP gather
+    if accelerator.is_main_process:
+        tmp.mkdir(parents=True)
+        hub.write_weights(tmp / "model.safetensors", model_sd)
+        checkpoint.save_optimizer(tmp / "optimizer.safetensors", optim_sd)
+    accelerator.wait_for_everyone()
     if run.ema_file != "ema.safetensors" or accelerator.is_main_process:  # every shard, or the one file
         run.ema.save(tmp / run.ema_file)
+    checkpoint.save_rng(tmp / f"rng-rank{accelerator.process_index}.safetensors")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        hub.write_json(tmp / "genflow_state.json", state.state_dict())
+        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+        hub.write_json(tmp / checkpoint.STATE, {**state.state_dict(), "scheduler": run.scheduler.state_dict(),
+                                                "scaler": scaler, "accelerator_step": accelerator.step})
+        checkpoint.write_manifest(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        done = sorted((p for p in final.parent.glob("checkpoint-*") if not p.name.endswith(".tmp")),
-                      key=lambda p: int(p.name.split("-")[1]))
-        for old in done[: max(0, len(done) - run.cfg.save_total_limit)]:
-            shutil.rmtree(old)
+        for old in checkpoint.rotate(final.parent, run.cfg.save_total_limit):
+            logger.info("deleted %s (train.save_total_limit=%d)", old, run.cfg.save_total_limit)
         logger.info("saved %s%s", final, f" ({tag})" if tag else "")
     accelerator.wait_for_everyone()
 
