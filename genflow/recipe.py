@@ -14,20 +14,23 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 
+from genflow import hub
 from genflow.cli.config import config_to_dict
 from genflow.conditioning import BatchKeys, Conditioner, build_conditioner
 from genflow.data import (
     LatentCache,
     LengthBucketSampler,
+    ValidationReport,
     build_latent_cache,
     collate,
+    drop_uncaptioned,
     read_manifest,
     resolve_cache_dir,
     validate_manifest,
 )
 from genflow.model import DiT, DiTConfig
 from genflow.sampling import SamplingSettings
-from genflow.training import TrainConfig, process_state, train
+from genflow.training import DATA_REPORT, TrainConfig, configure_logging, process_state, train
 
 logger = logging.getLogger("genflow.recipe")
 
@@ -45,6 +48,7 @@ class DataConfig:
     max_seconds: float = 10.0  # random crops to this length
     min_seconds: float = 0.2  # shorter clips are reported and skipped by validation
     validate: bool = True
+    strict: bool = False  # stop at the first bad row (not JSON, no caption, bad audio) instead of skipping it
 
 
 @dataclass
@@ -60,22 +64,55 @@ class RunConfig:
     preview: tuple[str, ...] = ()  # prompts (or audio paths) sampled every train.sample_every steps
 
 
-def load_rows(manifest: str, audio_keys: tuple[str, ...], data: DataConfig) -> list[dict]:
-    """Read a manifest and drop bad rows (missing, corrupt, silent, NaN, too short), logging counts."""
+def load_rows(manifest: str, audio_keys: tuple[str, ...], data: DataConfig, *, out: str | Path,
+              text_key: str | None = None) -> list[dict]:
+    """Read a manifest and drop bad rows, reporting per-reason counts on the console and in RUN/data_report.json.
+
+    Dropped: lines that are not JSON objects with the audio key(s), rows without a caption (``text_key``),
+    and missing, empty, corrupt, silent, non-finite or too short audio. ``data.strict`` stops at any of them.
+    """
     if not manifest:
         raise ValueError(f"no manifest given for {audio_keys}: pass --data.train PATH.jsonl")
-    rows = read_manifest(manifest, audio_keys)
-    if not data.validate:
-        return rows
-    good, report = validate_manifest(rows, audio_keys, min_duration=data.min_seconds)
-    logger.info("%s: %s", manifest, report.summary())
-    if not good:
+    bad: list[dict] = []
+    rows = read_manifest(manifest, audio_keys, bad=None if data.strict else bad)
+    if text_key:
+        rows = drop_uncaptioned(rows, text_key, bad)
+    if data.validate:
+        rows, report = validate_manifest(rows, audio_keys, min_duration=data.min_seconds)
+    else:
+        report = ValidationReport(total=len(rows), kept=len(rows))
+    report.add_bad(bad)
+    if data.strict and report.bad:
+        first = report.bad[0]
+        raise ValueError(f"{manifest}: {report.summary()}; first: {first['reason']} at {first['path']} "
+                         f"({first['detail']}); fix the rows, or drop --data.strict to skip them")
+    _report(manifest, report, Path(out))
+    if not rows:
         raise ValueError(f"{manifest}: no usable rows ({report.summary()}); check the paths and files")
-    return good
+    return rows
+
+
+_REPORTS: dict[Path, dict] = {}  # run folder -> {manifest: report}, this process's runs
+
+
+def _report(manifest: str, report: ValidationReport, out: Path) -> None:
+    """Log the counts (a warning when rows were dropped) and write RUN/data_report.json (main process)."""
+    if not process_state().is_main_process:
+        return
+    level = logging.WARNING if report.bad else logging.INFO
+    logger.log(level, "data %s: %s", manifest, report.summary())
+    for row in report.bad[:5]:
+        logger.log(level, "  %s: %s (%s)", row["reason"], row["path"], row["detail"])
+    if len(report.bad) > 5:
+        logger.log(level, "  ... and %d more (all of them in %s)", len(report.bad) - 5, out / DATA_REPORT)
+    reports = _REPORTS.setdefault(out.resolve(), {})
+    reports[str(manifest)] = report.to_dict()
+    hub.write_json(out / DATA_REPORT, reports)
 
 
 def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner]:
     """Load the frozen codec/text encoder (``build_conditioner``) and fill the model's widths from them."""
+    configure_logging()  # before the data report, so its counts reach the console
     conditioner = build_conditioner(cfg.codec, cfg.text_encoder or None, device=process_state().device)
     codec, text = conditioner.codec, conditioner.text_encoder
     model_cfg = dataclasses.replace(cfg.model, latent_dim=codec.latent_dim, text_dim=text.dim if text else 0,
@@ -119,7 +156,7 @@ def train_captioned(cfg: RunConfig, resume: str | None = None) -> Path:
 
     cfg, conditioner = setup(cfg, aligned=False)
     codec = conditioner.codec
-    rows = load_rows(cfg.data.train, ("audio",), cfg.data)
+    rows = load_rows(cfg.data.train, ("audio",), cfg.data, out=cfg.train.out, text_key="caption")
     cache = latent_cache(cfg, rows, codec, ("audio",))
     dataset = TextAudioDataset(rows, cache=cache, codec_sample_rate=codec.sample_rate, hop_length=codec.hop_length,
                                max_frames=max_frames(cfg, codec), seed=cfg.train.seed)

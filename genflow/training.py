@@ -41,6 +41,8 @@ from genflow.sampling import SamplingSettings
 
 logger = logging.getLogger("genflow.training")
 
+DATA_REPORT = "data_report.json"  # what the data set-up dropped, per manifest and reason
+
 
 @dataclass
 class TrainConfig:
@@ -110,6 +112,25 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     return f
 
 
+def configure_logging() -> None:
+    """INFO lines with a time stamp on the main process's console (the other processes keep warnings only)."""
+    if process_state().is_main_process:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+
+def log_data_report(accelerator: Accelerator, out: Path) -> None:
+    """RUN/data_report.json (written by the data set-up) -> TensorBoard scalars ``data/MANIFEST/REASON``."""
+    path = out / DATA_REPORT
+    if not path.is_file():
+        return
+    logs = {}
+    for manifest, report in hub.read_json(path).items():
+        name = Path(manifest).stem
+        logs |= {f"data/{name}/kept": report["kept"], f"data/{name}/dropped": report["dropped"]}
+        logs |= {f"data/{name}/{reason}": n for reason, n in report["counts"].items()}
+    accelerator.log(logs, step=0)
+
+
 def process_state() -> PartialState:
     """The process group, on the CPU when asked (``accelerate launch --cpu``) or when there is no GPU.
 
@@ -164,12 +185,13 @@ def build(cfg: TrainConfig, model: torch.nn.Module, conditioner: Conditioner, ru
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
     )
     set_seed(cfg.seed, device_specific=True)
+    configure_logging()
     if accelerator.is_main_process and run_config is not None:
         hub.write_json(out / "config.json", run_config)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         logger.info("resolved config:\n%s", json.dumps(run_config, indent=2))
     if log_with:
         accelerator.init_trackers("genflow", config={k: v for k, v in vars(cfg).items()})
+        log_data_report(accelerator, out)
     conditioner.to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   weight_decay=cfg.weight_decay)
@@ -186,18 +208,12 @@ def build(cfg: TrainConfig, model: torch.nn.Module, conditioner: Conditioner, ru
     return run
 
 
-def resume(run: Run, resume_from: str | None) -> None:
-    """Load the checkpoint ``resume_from`` names ('latest' or a path) into the run, if there is one.
+def resume(run: Run, ckpt: Path) -> None:
+    """Load a verified checkpoint (``checkpoint.find_checkpoint``) into the run.
 
-    Only files the checkpoint's manifest lists, verified against it, are read, and only as safetensors
-    or JSON (see ``genflow.checkpoint``): nothing in a checkpoint folder is unpickled.
+    Only files the checkpoint's manifest lists are read, and only as safetensors or JSON (see
+    ``genflow.checkpoint``): nothing in a checkpoint folder is unpickled.
     """
-    if not resume_from:
-        return
-    ckpt = checkpoint.find_checkpoint(run.out, resume_from)
-    if ckpt is None:
-        logger.info("--resume latest: no checkpoint in %s, starting from scratch", run.out / "checkpoints")
-        return
     files = checkpoint.listed(ckpt)
     state = hub.read_json(ckpt / checkpoint.STATE)
     model_sd = hub.read_weights(ckpt / "model.safetensors")
@@ -418,8 +434,13 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_samp
     ``preview(generator) -> {name: waveform}`` makes the periodic samples; ``release`` is written as
     ``pipeline.json`` next to the EMA weights; ``run_config`` is the resolved config of the whole run.
     """
+    # Found (and verified) before anything is written, so a bad --resume leaves the run folder as it was.
+    ckpt = checkpoint.find_checkpoint(Path(cfg.out), resume_from) if resume_from else None
     run = build(cfg, model, conditioner, run_config)
-    resume(run, resume_from)
+    if ckpt is not None:
+        resume(run, ckpt)
+    elif resume_from:
+        logger.info("--resume latest: no checkpoint in %s, starting from scratch", run.out / "checkpoints")
     settings = SamplingSettings.from_dict(release.get("sampling") or {})
     previews = preview is not None and cfg.sample_every > 0
     progress = tqdm(total=cfg.max_steps, initial=run.state.step, disable=not run.accelerator.is_main_process,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Callable
 
 import torch
 
@@ -27,3 +30,20 @@ def load_release(args: argparse.Namespace):
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: --checkpoint: {e}") from e
 
+
+
+def run_main(main: Callable, argv: list[str]) -> int:
+    """Run a command line's ``main``: errors the user can fix end in one ``error:`` line and exit status 1.
+
+    ``ValueError``/``OSError`` (bad files, folders, configs, checkpoints) carry messages written for the user,
+    so their tracebacks are noise; ``GENFLOW_TRACEBACK=1`` shows them anyway. ``main`` returning an int
+    is its exit status; anything else means success.
+    """
+    try:
+        result = main(argv)
+    except (ValueError, OSError) as e:
+        if os.environ.get("GENFLOW_TRACEBACK"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
