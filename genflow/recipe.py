@@ -140,7 +140,8 @@ def run_training(cfg: RunConfig, conditioner: Conditioner, dataset, keys: BatchK
     model = DiT(cfg.model)
     sampler = LengthBucketSampler(dataset.lengths, cfg.train.batch_size, seed=cfg.train.seed,
                                   num_replicas=state.num_processes, rank=state.process_index)
-    release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None, "sampling": cfg.sampling.to_dict()}
+    release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None, "sampling": cfg.sampling.to_dict(),
+               "trained_seconds": [cfg.data.min_seconds, cfg.data.max_seconds]}
     return train(cfg.train, model, dataset, sampler, collate, conditioner.with_keys(keys), release=release,
                  run_config=config_to_dict(cfg), preview=preview, resume_from=resume)
 

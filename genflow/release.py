@@ -3,7 +3,7 @@
     release/
       config.json        the model's config (``model_type`` says which class loads it)
       model.safetensors  EMA weights, unwrapped, fp32
-      pipeline.json      {"format", "codec", "text_encoder", "sampling"}: how to sample with it
+      pipeline.json      {"format", "codec", "text_encoder", "sampling", "trained_seconds"}: how to sample with it
 
 Training state (Accelerate folders, optimizer etc.) never goes here: a release is only for inference.
 ``load_release`` resolves a folder or hub id once and dispatches on ``config.json``'s ``model_type``;
@@ -25,7 +25,8 @@ from genflow.model import MODEL_TYPE, DiT
 from genflow.sampling import SamplingSettings
 
 FORMAT = "genflow-release-1"
-PIPELINE_KEYS = ("format", "codec", "text_encoder", "sampling")
+#: trained_seconds (optional): [shortest, longest] training clip in seconds, for warnings beyond them
+PIPELINE_KEYS = ("format", "codec", "text_encoder", "sampling", "trained_seconds")
 #: what a release download fetches besides config.json
 RELEASE_PATTERNS = ("model.safetensors", "pipeline.json", "codec/*", "text_encoder/*")
 
@@ -56,6 +57,10 @@ def read_pipeline_dict(meta: dict, where: str) -> dict:
     if not meta.get("codec"):
         raise ValueError(f"{where}: no codec; expected a codec name, hub id or folder under 'codec'")
     SamplingSettings.from_dict(meta.get("sampling") or {}, where=f"{where} 'sampling'")
+    trained = meta.get("trained_seconds")
+    if trained is not None and not (isinstance(trained, list) and len(trained) == 2
+                                    and all(isinstance(t, (int, float)) and t > 0 for t in trained)):
+        raise ValueError(f"{where}: trained_seconds {trained!r}; expected [shortest, longest] clip in seconds")
     return meta
 
 

@@ -140,6 +140,8 @@ def _check_file(path: str, min_duration: float, max_duration: float | None, sile
 
     if not os.path.isfile(path):
         return None, ("missing", "no such file")
+    if os.path.getsize(path) == 0:
+        return None, ("empty", "0 bytes")
     try:
         duration = audio_info(path).duration  # header only: long files are refused before decoding
         if duration < min_duration:
@@ -170,7 +172,7 @@ def validate_manifest(
 ) -> tuple[list[dict], ValidationReport]:
     """Decode every audio file once; return the good rows (with ``"duration"`` in s) and a report.
 
-    Reasons: missing, corrupt, nonfinite, silent (RMS below ``silence_db``), too_short, too_long,
+    Reasons: missing, empty, corrupt, nonfinite, silent (RMS below ``silence_db``), too_short, too_long,
     length_mismatch (paired files differing by more than 10 ms).
     """
     paths = sorted({row[k] for row in rows for k in audio_keys})
