@@ -26,7 +26,7 @@ from pathlib import Path
 import soundfile as sf
 
 from genflow.audio import load_audio, resample, save_audio
-from genflow.cli.common import add_release_flags, check_out_folder, int_arg, load_release
+from genflow.cli.common import Parser, add_release_flags, check_out_folder, int_arg, load_release
 from genflow.sampling import SamplingSettings, overrides_from_args
 
 # Extensions soundfile (libsndfile) reads, lower case, without the dot.
@@ -71,7 +71,7 @@ def collect(inputs: list[str], out: Path) -> list[tuple[Path, Path]]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The enhance.py command line."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files and/or folders (recursive)")
     p.add_argument("--out", required=True, help="output folder (mirrors the input tree)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (same seed -> same output)")

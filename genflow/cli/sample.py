@@ -20,7 +20,7 @@ from pathlib import Path
 
 import genflow
 from genflow.audio import save_audio
-from genflow.cli.common import add_release_flags, check_out_folder, int_arg, load_release
+from genflow.cli.common import Parser, add_release_flags, check_out_folder, int_arg, load_release
 from genflow.hub import write_json
 from genflow.plots import save_spectrogram_grid
 from genflow.sampling import overrides_from_args
@@ -79,7 +79,7 @@ def plan_outputs(prompts: list[tuple[str | None, str]], seeds: list[int]) -> lis
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     """The shared argparse parser of recipes/{tta,ttm}/sample.py."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompt", action="append", default=[], help="a text prompt (repeatable)")
     p.add_argument("--prompts-file", help="text file (one prompt a line) or JSONL with id + caption/prompt")
     p.add_argument("--seed", type=int, action="append", help="a seed (repeatable); default 0")
