@@ -6,6 +6,7 @@ batch keys and its preview. Everything here is task-agnostic.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -49,6 +50,14 @@ class DataConfig:
     min_seconds: float = 0.2  # shorter clips are reported and skipped by validation
     validate: bool = True
     strict: bool = False  # stop at the first bad row (not JSON, no caption, bad audio) instead of skipping it
+
+    def __post_init__(self):
+        """Check the lengths and SNR range on construction (a bad ``--data.*`` flag fails before loading)."""
+        if not 0 <= self.min_seconds < self.max_seconds:
+            raise ValueError(f"data.min_seconds={self.min_seconds}, data.max_seconds={self.max_seconds}: expected "
+                             "0 <= min_seconds < max_seconds; fix --data.min_seconds / --data.max_seconds")
+        if self.snr_min > self.snr_max:
+            raise ValueError(f"data.snr_min={self.snr_min} > data.snr_max={self.snr_max}: expected a range low to high")
 
 
 @dataclass
@@ -172,4 +181,15 @@ def train_captioned(cfg: RunConfig, resume: str | None = None) -> Path:
 
 #: Short flags every recipe accepts, on top of ``--FIELD.PATH value`` for any config field.
 ALIASES = {"data": "data.train", "max-steps": "train.max_steps", "out": "train.out"}
-RESUME_FLAG = ("--resume", {"default": None, "metavar": "latest|PATH", "help": "continue a run from its checkpoint"})
+
+
+def resume_arg(text: str) -> str:
+    """An argparse type: ``latest`` or an existing checkpoint folder (verified later, before loading it)."""
+    if text != "latest" and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'latest' nor a checkpoint folder "
+                                         "(RUN/checkpoints/checkpoint-STEP)")
+    return text
+
+
+RESUME_FLAG = ("--resume", {"default": None, "metavar": "latest|PATH", "type": resume_arg,
+                            "help": "continue a run from its checkpoint"})

@@ -77,6 +77,30 @@ class TrainConfig:
     num_workers: int = 0
     log_with: str = "tensorboard"  # "tensorboard" | "wandb" | "none"
 
+    def __post_init__(self):
+        """Check every field on construction, so a bad ``--train.*`` flag fails before anything loads."""
+        for name in ("max_steps", "batch_size", "grad_accum", "log_every", "save_every", "save_total_limit",
+                     "max_bad_steps"):
+            _check(self, name, lambda v: v >= 1, "an integer >= 1")
+        for name in ("warmup_steps", "sample_every", "num_workers", "weight_decay"):
+            _check(self, name, lambda v: v >= 0, "a number >= 0")
+        for name in ("lr", "max_grad_norm", "timestep_std", "timestep_shift"):
+            _check(self, name, lambda v: v > 0, "a positive number")
+        for name in ("adam_beta1", "adam_beta2", "ema_decay"):
+            _check(self, name, lambda v: 0 <= v < 1, "a value in [0, 1)")
+        for name in ("min_lr_ratio", "text_dropout", "aligned_dropout"):
+            _check(self, name, lambda v: 0 <= v <= 1, "a value in [0, 1]")
+        for name, choices in (("lr_schedule", ("cosine", "constant")), ("mixed_precision", ("no", "bf16", "fp16")),
+                              ("timesteps", ("logit_normal", "uniform")),
+                              ("log_with", ("tensorboard", "wandb", "none"))):
+            _check(self, name, lambda v, c=choices: v in c, f"one of {', '.join(choices)}")
+
+
+def _check(cfg: TrainConfig, name: str, ok: Callable, expected: str) -> None:
+    value = getattr(cfg, name)
+    if not ok(value):
+        raise ValueError(f"train.{name}={value!r}: expected {expected}; fix --train.{name}")
+
 
 class RunState:
     """Counters restored on resume: step, data position, skipped work."""

@@ -326,6 +326,24 @@ def test_sample_arguments_are_checked_before_loading(tmp_path, capsys, monkeypat
 
 
 @pytest.mark.parametrize("flags, says", [
+    (["--train.batch_size", "0"], "train.batch_size=0: expected an integer >= 1"),
+    (["--train.mixed_precision", "fp8"], "expected one of no, bf16, fp16"),
+    (["--data.max_seconds", "0"], "expected 0 <= min_seconds < max_seconds"),
+    (["--resume", "runs/nowhere/checkpoint-9"], "neither 'latest' nor a checkpoint folder"),
+])
+def test_train_arguments_are_checked_before_loading(tmp_path, capsys, monkeypatch, flags, says):
+    import genflow.recipe
+
+    monkeypatch.setattr(genflow.recipe, "build_conditioner", lambda *a, **k: pytest.fail("the codec was loaded"))
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        script("recipes/tta/train.py").main(["--preset", "tiny", "--out", str(out), *flags])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, says", [
     (["--chunk-s", "0"], "chunk_s=0.0"),
     (["--chunk-s", "1", "--overlap-s", "0.8"], "more than half of chunk_s"),
     (["--sample-rate", "0"], "expected an integer >= 1000"),

@@ -12,13 +12,6 @@ import torch
 from genflow.sampling import add_setting_flags
 
 
-class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line (no usage block): what was given, and where to look."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def device_arg(text: str) -> str:
     """An argparse type: a torch device this machine has (cpu, cuda, cuda:N, mps)."""
     try:

@@ -26,7 +26,8 @@ from pathlib import Path
 import soundfile as sf
 
 from genflow.audio import load_audio, resample, save_audio
-from genflow.cli.common import Parser, add_release_flags, check_out_folder, int_arg, load_release
+from genflow.cli.common import add_release_flags, check_out_folder, int_arg, load_release
+from genflow.cli.config import Parser
 from genflow.sampling import SamplingSettings, overrides_from_args
 
 # Extensions soundfile (libsndfile) reads, lower case, without the dot.

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import genflow
 from genflow.audio import save_audio
-from genflow.cli.common import Parser, add_release_flags, check_out_folder, int_arg, load_release
+from genflow.cli.common import add_release_flags, check_out_folder, int_arg, load_release
+from genflow.cli.config import Parser
 from genflow.hub import write_json
 from genflow.plots import save_spectrogram_grid
 from genflow.sampling import overrides_from_args
