@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from genflow.codecs.waveform import encode_batch
 from genflow.data.manifest import read_manifest
-from genflow.hub import write_json, write_weights
+from genflow.hub import read_json, write_json, write_weights
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +167,13 @@ def build_latent_cache(
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         if meta_path.exists():
-            _check_meta(json.loads(meta_path.read_text()), meta, out_dir)
+            _check_meta(read_json(meta_path), meta, out_dir)
         else:
             write_json(meta_path, meta)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     if rank != 0:
-        _check_meta(json.loads(meta_path.read_text()), meta, out_dir)
+        _check_meta(read_json(meta_path), meta, out_dir)
 
     dtype = torch.float16 if fp16 else torch.float32
     mine = [i for i in range(len(shards)) if i % world == rank]
@@ -268,7 +268,7 @@ class LatentCache:
                 f"{str(index)!r} not found: {str(self.path)!r} is not a finished latent cache; "
                 "build it with genflow.data.build_latent_cache (an interrupted build resumes)"
             )
-        self.index = json.loads(index.read_text())
+        self.index = read_json(index)
         if codec is not None and not same_codec(codec_signature(codec), self.index["codec"]):
             raise ValueError(
                 f"latent cache {str(self.path)!r} holds latents of {describe_codec(self.index['codec'])}, "
