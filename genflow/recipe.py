@@ -83,7 +83,10 @@ def load_rows(manifest: str, audio_keys: tuple[str, ...], data: DataConfig, *, o
     if not manifest:
         raise ValueError(f"no manifest given for {audio_keys}: pass --data.train PATH.jsonl")
     bad: list[dict] = []
-    rows = read_manifest(manifest, audio_keys, bad=None if data.strict else bad)
+    try:
+        rows = read_manifest(manifest, audio_keys, bad=None if data.strict else bad)
+    except ValueError as e:  # --data.strict: the first bad line
+        raise ValueError(f"{e}; fix the line, or drop --data.strict to skip bad rows") from None
     if text_key:
         rows = drop_uncaptioned(rows, text_key, bad)
     if data.validate:

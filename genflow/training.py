@@ -514,7 +514,7 @@ def write_preview(folder: Path, clips: dict[str, torch.Tensor], sample_rate: int
     names = list(clips)
     for i, name in enumerate(names):
         save_audio(folder / f"{i:02d}.wav", clips[name], sample_rate)
-    (folder / "names.json").write_text(json.dumps(names, indent=1))
+    hub.write_json(folder / "names.json", names)
     save_spectrogram_grid([clips[n] for n in names], names, sample_rate, folder / "spectrograms.png")
     try:
         writer = accelerator.get_tracker("tensorboard", unwrap=True)

@@ -87,8 +87,9 @@ def drop_uncaptioned(rows: list[dict], key: str, bad: list[dict]) -> list[dict]:
         if isinstance(text, str) and text.strip():
             good.append(row)
         else:
+            got = f"no {key!r}" if key not in row else f"{key!r} is {text!r}"
             bad.append({"id": row.get("id"), "key": key, "path": row.get("id"), "reason": "no_caption",
-                        "detail": f"{key!r} is {text!r}; expected a non-empty string"})
+                        "detail": f"{got}; expected a non-empty string"})
     return good
 
 
@@ -203,7 +204,7 @@ def validate_manifest(
             )
     report.kept = len(good)
     if report.bad:
-        log.info("manifest validation: %s", report.summary())
+        log.debug("manifest validation: %s", report.summary())  # callers report it (with their own counts)
     return good, report
 
 
