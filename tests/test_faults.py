@@ -119,7 +119,8 @@ def _manifest_with_bad_rows(tmp_path: Path) -> Path:
         json.dumps({"audio": str(tmp_path / "empty.wav"), "caption": "an empty file"}),
     ]
     manifest = tmp_path / "train.jsonl"
-    manifest.write_text("\n".join(lines) + "\n")
+    latin1 = b'{"audio": "caf\xe9.wav", "caption": "not UTF-8"}'
+    manifest.write_bytes(("\n".join(lines) + "\n").encode() + latin1 + b"\n")
     return manifest
 
 
@@ -134,11 +135,12 @@ def test_bad_rows_are_counted_on_the_console_in_the_run_folder_and_tensorboard(t
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     # The console (a fresh process: logging is set up before the report is logged).
-    assert "kept 4/8 rows; dropped 4 (empty: 1, no_caption: 2, not_json: 1)" in done.stderr
+    assert "kept 4/9 rows; dropped 5 (empty: 1, no_caption: 2, not_json: 2)" in done.stderr
     assert f"not_json: {manifest}:5" in done.stderr
     report = json.loads((run / "data_report.json").read_text())[str(manifest)]
-    assert report["counts"] == {"empty": 1, "no_caption": 2, "not_json": 1}
-    assert (report["total"], report["kept"], len(report["bad"])) == (8, 4, 4)
+    assert report["counts"] == {"empty": 1, "no_caption": 2, "not_json": 2}
+    assert (report["total"], report["kept"], len(report["bad"])) == (9, 4, 5)
+    assert any("not UTF-8" in row["detail"] for row in report["bad"])
     scalars = set()
     for path in (run / "logs").rglob("events.out.tfevents.*"):
         acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
@@ -156,8 +158,8 @@ def test_strict_data_stops_at_the_first_bad_row_in_one_line(tmp_path, capsys):
     assert f"{manifest}:5: not valid JSON" in err
     assert not (run / "config.json").exists() and not (run / "checkpoints").exists()
     # Without the non-JSON line, strict still stops at the uncaptioned row, naming the reason and the fix.
-    lines = manifest.read_text().splitlines()
-    manifest.write_text("\n".join(lines[:4] + lines[5:]) + "\n")
+    lines = manifest.read_bytes().splitlines()
+    manifest.write_bytes(b"\n".join(lines[:4] + lines[5:8]) + b"\n")
     assert run_main(train, FAST + ["--data", str(manifest), "--out", str(run), "--data.strict", "true"]) == 1
     err = capsys.readouterr().err
     assert "first: no_caption" in err and "drop --data.strict" in err and len(error_lines(err)) == 1
@@ -210,6 +212,32 @@ def test_enhance_read_only_output_folder(releases, tmp_path, capsys):
         (out / "b").chmod(0o755)
     err = capsys.readouterr().err
     assert status == 1 and "y.wav: FAILED: cannot write" in err and "2 written, 0 skipped, 1 failed" in err
+
+
+def test_enhance_out_of_memory_is_a_per_file_error_and_ctrl_c_ends_quietly(releases, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from genflow.pipeline import Generator
+
+    src, real = _noisy_inputs(tmp_path), Generator.enhance
+    calls = []
+
+    def oom_on_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Generator, "enhance", oom_on_second)
+    argv = ["--checkpoint", str(releases["se"]), str(src), "--out", str(tmp_path / "out"), "--steps", "1"]
+    assert run_main(enhance_main, argv) == 1
+    err = capsys.readouterr().err
+    assert "y.wav: FAILED: CUDA out of memory" in err and "2 written, 0 skipped, 1 failed" in err
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    assert run_main(interrupted, []) == 130 and capsys.readouterr().err == "interrupted\n"
 
 
 def test_sample_unwritable_output_is_a_per_clip_error(releases, tmp_path, capsys):

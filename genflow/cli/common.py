@@ -88,9 +88,13 @@ def run_main(main: Callable, argv: list[str]) -> int:
     """
     try:
         result = main(argv)
-    except (ValueError, OSError) as e:
+    except KeyboardInterrupt:  # outputs are written atomically: nothing half-written is left behind
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, torch.OutOfMemoryError) as e:
         if os.environ.get("GENFLOW_TRACEBACK"):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        hint = "; lower --batch-size (or --chunk-s)" if isinstance(e, torch.OutOfMemoryError) else ""
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import soundfile as sf
+import torch
 
 from genflow.audio import load_audio, resample, save_audio
 from genflow.cli.common import add_release_flags, check_out_folder, int_arg, load_release
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         try:
             seconds, elapsed = enhance_file(gen, src, dst, args, settings)
-        except (ValueError, OSError) as e:  # unreadable input, unwritable output: the other files go on
+        except (ValueError, OSError, torch.OutOfMemoryError) as e:  # unreadable input, unwritable output, a file
+            # too long for memory: the other files go on
             failed.append((src, str(e)))
             print(f"{tag}: FAILED: {e}", file=sys.stderr)
             continue

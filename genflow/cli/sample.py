@@ -36,7 +36,11 @@ def read_prompts_file(path: str | Path) -> list[tuple[str | None, str]]:
         raise FileNotFoundError(f"--prompts-file {str(path)!r} not found; expected a text file with one prompt "
                                 "per line or a JSONL file with {\"id\", \"caption\"} rows")
     rows: list[tuple[str | None, str]] = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--prompts-file {path} is not UTF-8 text ({e}); save it as UTF-8") from None
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

@@ -46,10 +46,10 @@ def read_manifest(
         )
     root = path.resolve().parent
     rows = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
+    for line_no, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
             continue
-        row, problem = _parse_row(line, audio_keys)
+        row, problem = _parse_row(raw, audio_keys)
         if problem is not None:
             reason, detail = problem
             if bad is None:
@@ -64,10 +64,12 @@ def read_manifest(
     return rows
 
 
-def _parse_row(line: str, audio_keys: tuple[str, ...] | None) -> tuple[dict | None, tuple[str, str] | None]:
+def _parse_row(raw: bytes, audio_keys: tuple[str, ...] | None) -> tuple[dict | None, tuple[str, str] | None]:
     """One manifest line -> (row, None) or (None, (reason, detail))."""
     try:
-        row = json.loads(line)
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        return None, ("not_json", f"not UTF-8 text ({e}); save the manifest as UTF-8")
     except json.JSONDecodeError as e:
         return None, ("not_json", f"not valid JSON ({e}); expected one JSON object a line")
     if not isinstance(row, dict):
