@@ -189,18 +189,17 @@ def find_checkpoint(out: Path, resume: str) -> Path | None:
     return None
 
 
-def rotate(root: Path, limit: int) -> list[Path]:
-    """Keep the newest ``limit`` (at least 1) verified checkpoints; delete the others older than the newest one.
+def rotate(root: Path, limit: int, current: Path) -> list[Path]:
+    """After writing ``current``: keep the newest ``limit`` (at least 1) verified checkpoints up to it, delete
+    the older ones; returns the deleted folders.
 
-    A damaged checkpoint newer than the newest verified one is left alone (the run overwrites it when it
-    reaches that step); the newest verified checkpoint is never deleted. Returns the deleted folders.
+    ``current`` (just written, so verified) is never deleted, and neither is anything newer than it: a damaged
+    checkpoint a resume skipped stays until the run overwrites it at that step.
     """
-    found = checkpoints(root)
-    good = [p for p in found if verify(p, hashes=False) is None]
-    if not good:
-        return []
-    keep, newest = set(good[-max(1, limit):]), step_of(good[-1])
-    deleted = [p for p in found if p not in keep and step_of(p) < newest]
+    older = [p for p in checkpoints(root) if step_of(p) < step_of(current)]
+    good = [p for p in older if verify(p, hashes=False) is None]  # sizes only: cheap, and current is kept anyway
+    keep = set(good[-(limit - 1):]) if limit > 1 else set()
+    deleted = [p for p in older if p not in keep]
     for path in deleted:
         shutil.rmtree(path)
     return deleted

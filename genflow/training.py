@@ -395,7 +395,7 @@ def save_checkpoint(run: Run, tag: str | None = None) -> None:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        for old in checkpoint.rotate(final.parent, run.cfg.save_total_limit):
+        for old in checkpoint.rotate(final.parent, run.cfg.save_total_limit, final):
             logger.info("deleted %s (train.save_total_limit=%d)", old, run.cfg.save_total_limit)
         logger.info("saved %s%s", final, f" ({tag})" if tag else "")
     accelerator.wait_for_everyone()

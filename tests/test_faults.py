@@ -103,6 +103,24 @@ def test_resume_latest_with_no_usable_checkpoint_says_so(tmp_path):
         find_checkpoint(tmp_path, "latest")
 
 
+@pytest.mark.parametrize("limit, left", [(1, [5, 6]), (2, [4, 5, 6]), (5, [2, 4, 5, 6])])
+def test_rotation_keeps_the_checkpoint_just_written_and_never_newer_ones(tmp_path, limit, left):
+    from genflow.checkpoint import rotate, verify
+
+    root = tmp_path / "checkpoints"
+    for step in (2, 3, 4, 5, 6):
+        (root / f"checkpoint-{step}").mkdir(parents=True)
+        (root / f"checkpoint-{step}" / "genflow_state.json").write_text(json.dumps({"step": step}))
+        if step != 3:  # checkpoint-3 never got its manifest (killed mid-write)
+            write_manifest(root / f"checkpoint-{step}")
+    state = root / "checkpoint-6" / "genflow_state.json"
+    state.write_text(state.read_text().replace("6", "7"))  # damaged in place, same size
+    assert "does not match its sha256" in verify(root / "checkpoint-6")
+    rotate(root, limit, root / "checkpoint-5")
+    assert sorted(int(p.name.split("-")[1]) for p in root.iterdir()) == left
+    assert find_checkpoint(tmp_path, "latest") == root / "checkpoint-5"
+
+
 # ----------------------------------------------------------------------------------------------- data
 
 
