@@ -274,10 +274,11 @@ def test_out_pointing_at_a_file_is_refused_before_loading(releases, tmp_path, ca
     blocker = tmp_path / "out.wav"
     blocker.write_bytes(b"keep me")
     for main, extra in ((enhance_main, [str(SPEECH)]), (sample_main, ["--prompt", "a dog"])):
-        with pytest.raises(SystemExit) as e:
-            main(["--checkpoint", str(releases["se"]), "--out", str(blocker), *extra])
-        err = capsys.readouterr().err
-        assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "is an existing file" in err
+        for out, says in ((blocker, "is an existing file"), (blocker / "sub" / "dir", f"{blocker} is a file")):
+            with pytest.raises(SystemExit) as e:
+                main(["--checkpoint", str(releases["se"]), "--out", str(out), *extra])
+            err = capsys.readouterr().err
+            assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and says in err
     assert blocker.read_bytes() == b"keep me"
 
 

@@ -66,6 +66,11 @@ def check_out_folder(p: argparse.ArgumentParser, out: str) -> None:
     """``--out`` must be a folder or not exist yet (it is created when the first file is written)."""
     if os.path.exists(out) and not os.path.isdir(out):
         p.error(f"--out {out} is an existing file; expected a folder (existing or to be created)")
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        p.error(f"--out {out} cannot be created: {parent} is a file; choose a folder elsewhere")
 
 
 def load_release(args: argparse.Namespace):
