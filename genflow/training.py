@@ -3,7 +3,8 @@
 Read top to bottom: Accelerator -> model, optimizer, LR schedule -> ``prepare`` (the frozen codec and
 text encoder are only moved) -> EMA -> resume -> loop over optimizer steps inside
 ``accelerator.accumulate`` -> on sync: clip, skip non-finite, step, EMA -> periodic log, preview samples
-and ``save_state`` -> at the end, a release folder with the EMA weights.
+and checkpoints (safetensors + JSON + a manifest, ``genflow.checkpoint``; never pickles) -> at the end, a
+release folder with the EMA weights.
 
 Task-agnostic: a recipe passes the data (dataset, batch sampler, collate) and a ``Conditioner`` that
 turns a batch into DiT inputs; text-to-audio and speech enhancement differ only there. Launch with
@@ -219,11 +220,10 @@ def build(cfg: TrainConfig, model: torch.nn.Module, conditioner: Conditioner, ru
     conditioner.to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   weight_decay=cfg.weight_decay)
-    # A plain LambdaLR (not prepared, so Accelerate does not step it once per process) checkpointed below.
+    # A plain LambdaLR (not prepared, so Accelerate does not step it once per process), saved as JSON.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     model, optimizer = accelerator.prepare(model, optimizer)
-    # Accelerate saves registered objects from the main process only; sharded (FSDP) EMA needs every
-    # process to write its own shard, so the EMA is saved beside the Accelerate state by hand.
+    # Sharded (FSDP) EMA: every process writes (and reads back) its own shard of the shadows.
     sharded = accelerator.distributed_type == DistributedType.FSDP
     run = Run(cfg, out, accelerator, model, optimizer, scheduler, EMA(model.parameters(), decay=cfg.ema_decay),
               conditioner, TimestepSampler(kind=cfg.timesteps, mean=cfg.timestep_mean, std=cfg.timestep_std,
