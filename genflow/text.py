@@ -206,18 +206,6 @@ class CachedTextEncoder(nn.Module):
 
             write_weights(self._disk_path(prompt), {"states": states})  # atomic: a reader never sees half a file
 
-    def _check_length(self, prompts: list[str]) -> None:
-        """Warn (once per encoder) when a prompt has more tokens than the encoder reads."""
-        for prompt, ids in zip(prompts, self.tokenizer(prompts, truncation=False, verbose=False)["input_ids"]):
-            if len(ids) > self.max_length:
-                self._warned_truncation = True
-                short = prompt if len(prompt) <= 60 else prompt[:57] + "..."
-                logger.warning("warning: the prompt %r is %d tokens long; text encoder %s reads the first %d, the "
-                               "rest is ignored (shorten the prompt; this warning is shown once)",
-                               short, len(ids), self.name, self.max_length)
-                return
-
-    @torch.no_grad()
     def forward(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(prompts, str):
             raise ValueError(f"expected a list of prompts, got the string {prompts!r}; wrap it: [prompt]")

@@ -83,7 +83,6 @@ def load_release(args: argparse.Namespace):
         raise SystemExit(f"error: --checkpoint {args.checkpoint}: {e}") from None
 
 
-
 def run_main(main: Callable, argv: list[str]) -> int:
     """Run a command line's ``main``: errors the user can fix end in one ``error:`` line and exit status 1.
 
