@@ -206,6 +206,7 @@ class CachedTextEncoder(nn.Module):
 
             write_weights(self._disk_path(prompt), {"states": states})  # atomic: a reader never sees half a file
 
+    @torch.no_grad()
     def forward(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(prompts, str):
             raise ValueError(f"expected a list of prompts, got the string {prompts!r}; wrap it: [prompt]")
