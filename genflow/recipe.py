@@ -116,7 +116,7 @@ def _report(manifest: str, report: ValidationReport, out: Path) -> None:
     for row in report.bad[:5]:
         logger.log(level, "  %s: %s (%s)", row["reason"], row["path"], row["detail"])
     if len(report.bad) > 5:
-        logger.log(level, "  ... and %d more (all of them in %s)", len(report.bad) - 5, out / DATA_REPORT)
+        logger.log(level, "  ... and %d more (listed in %s)", len(report.bad) - 5, out / DATA_REPORT)
     reports = _REPORTS.setdefault(out.resolve(), {})
     reports[str(manifest)] = report.to_dict()
     hub.write_json(out / DATA_REPORT, reports)
