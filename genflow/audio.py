@@ -8,6 +8,7 @@ to fix it; a missing file raises ``AudioFileNotFoundError``, which is both an ``
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -26,6 +27,10 @@ class AudioError(ValueError):
 
 class AudioFileNotFoundError(AudioError, FileNotFoundError):
     """The audio file does not exist."""
+
+
+class AudioWriteError(OSError):
+    """An audio file that cannot be written (read-only or full disk, a path that cannot be a folder)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,7 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_r
     ``subtype`` defaults to 16-bit PCM ("PCM_16"); WAV also takes "PCM_24", "PCM_32" and "FLOAT" (32-bit
     float, no clipping), FLAC "PCM_24". PCM output is clipped to [-1, 1]. Parent folders are created and the
     file is written to a temporary name in the same folder, then renamed, so readers never see half a file.
+    A write that fails raises ``AudioWriteError`` (an ``OSError``) naming the file.
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower().lstrip(".")
@@ -142,11 +148,15 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_r
         raise ValueError(f"cannot save {path!r}: the waveform has NaN/inf samples; clean it first")
     if subtype != "FLOAT":
         x = np.clip(x, -1.0, 1.0)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp{os.getpid()}")
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
+        os.makedirs(folder, exist_ok=True)
         sf.write(tmp, x, int(sample_rate), subtype=subtype, format=ext.upper())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # read-only or full disk, a file where a folder should be (libsndfile)
+        raise AudioWriteError(f"cannot write {path!r} ({type(e).__name__}: {e}); check that its folder can be "
+                              "created and written to and that the disk has space") from None
     finally:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.remove(tmp)

@@ -13,6 +13,7 @@ drawn in or the device. Guidance runs both halves of classifier-free guidance in
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
@@ -24,17 +25,28 @@ from genflow.conditioning import Conditioner, build_conditioner
 from genflow.flow import make_noise, sample
 from genflow.sampling import SamplingSettings
 
+logger = logging.getLogger("genflow.pipeline")
+
 
 class Generator:
     """An eval-mode model with its conditioner and sampling settings; ``generate`` and ``enhance``."""
 
     def __init__(self, model: torch.nn.Module, conditioner: Conditioner, settings: SamplingSettings | None = None,
-                 *, dtype: torch.dtype | None = None, codec_id: str | None = None, text_encoder_id: str | None = None):
+                 *, dtype: torch.dtype | None = None, codec_id: str | None = None, text_encoder_id: str | None = None,
+                 trained_seconds: tuple[float, float] | None = None):
         self.model, self.conditioner = model, conditioner
         self.settings = settings or SamplingSettings()
         self.dtype = None if dtype == torch.float32 else dtype  # autocast dtype (e.g. torch.bfloat16); None = fp32
         # What the release named them (for sidecars / reports); None when built by hand.
         self.codec_id, self.text_encoder_id = codec_id, text_encoder_id
+        # (shortest, longest) training clip in seconds, when the release says: beyond them, results degrade.
+        self.trained_seconds = trained_seconds
+        self._warned: set[str] = set()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning("warning: %s", message)
 
     @property
     def codec(self):
@@ -89,6 +101,9 @@ class Generator:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: expected a positive integer")
         cfg = self.settings.replace(**settings)
+        if self.trained_seconds and cfg.duration_s and cfg.duration_s > self.trained_seconds[1]:
+            self._warn_once("long", f"duration_s={cfg.duration_s:g} is longer than any clip this model was trained "
+                                    f"on ({self.trained_seconds[1]:g} s); expect repetition or degraded audio")
         exact = max(1, round((cfg.duration_s or 0) * self.sample_rate))  # samples per clip for a given duration
         out: list[torch.Tensor] = []
         batches = range(0, len(prompts), batch_size)
@@ -126,6 +141,10 @@ class Generator:
             raise ValueError(f"waveform must be (N,) or (channels, N) and non-empty, got shape {tuple(wav.shape)}")
         if not torch.isfinite(wav).all():
             raise ValueError("waveform contains NaN or inf samples; clean the input first")
+        seconds, shortest = wav.numel() / sample_rate, (self.trained_seconds or (0.1, 0))[0]
+        if seconds < shortest:
+            self._warn_once("short", f"an input of {seconds:.3f} s is shorter than any clip this model was trained "
+                                     f"on ({shortest:g} s); expect a poor result")
         x = resample(wav, sample_rate, self.sample_rate) if sample_rate != self.sample_rate else wav
         windows = Windows(x.numel(), self.codec.hop_length, cfg.chunk_s * self.sample_rate,
                           cfg.overlap_s * self.sample_rate)
@@ -194,5 +213,6 @@ def load(path_or_hub_id: str, device: str | torch.device | None = None, dtype: t
     conditioner = build_conditioner(meta["codec"], meta.get("text_encoder"), device=device, root=folder,
                                     prompt_template=meta.get("prompt_template", "{}"))
     settings = SamplingSettings.from_dict(meta.get("sampling") or {})
+    trained = meta.get("trained_seconds")
     return Generator(model.eval(), conditioner, settings, dtype=dtype, codec_id=meta["codec"],
-                     text_encoder_id=meta.get("text_encoder"))
+                     text_encoder_id=meta.get("text_encoder"), trained_seconds=tuple(trained) if trained else None)

@@ -6,6 +6,7 @@ batch keys and its preview. Everything here is task-agnostic.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -15,14 +16,17 @@ from pathlib import Path
 import torch
 from accelerate.utils import set_seed
 
+from genflow import hub
 from genflow.cli.config import config_to_dict
 from genflow.codecs.latent_stats import codec_with_latent_stats
 from genflow.conditioning import BatchKeys, Conditioner, build_conditioner, inside
 from genflow.data import (
     LatentCache,
     LengthBucketSampler,
+    ValidationReport,
     build_latent_cache,
     collate,
+    drop_uncaptioned,
     read_manifest,
     resolve_cache_dir,
     validate_manifest,
@@ -30,7 +34,7 @@ from genflow.data import (
 from genflow.model import DiT, DiTConfig
 from genflow.release import load_release
 from genflow.sampling import SamplingSettings
-from genflow.training import TrainConfig, process_state, train
+from genflow.training import DATA_REPORT, TrainConfig, configure_logging, process_state, train
 
 logger = logging.getLogger("genflow.recipe")
 
@@ -48,6 +52,15 @@ class DataConfig:
     max_seconds: float = 10.0  # random crops to this length
     min_seconds: float = 0.2  # shorter clips are reported and skipped by validation
     validate: bool = True
+    strict: bool = False  # stop at the first bad row (not JSON, no caption, bad audio) instead of skipping it
+
+    def __post_init__(self):
+        """Check the lengths and SNR range on construction (a bad ``--data.*`` flag fails before loading)."""
+        if not 0 <= self.min_seconds < self.max_seconds:
+            raise ValueError(f"data.min_seconds={self.min_seconds}, data.max_seconds={self.max_seconds}: expected "
+                             "0 <= min_seconds < max_seconds; fix --data.min_seconds / --data.max_seconds")
+        if self.snr_min > self.snr_max:
+            raise ValueError(f"data.snr_min={self.snr_min} > data.snr_max={self.snr_max}: expected a range low to high")
 
 
 @dataclass
@@ -66,18 +79,53 @@ class RunConfig:
     preview: tuple[str, ...] = ()  # prompts (or audio paths) sampled every train.sample_every steps
 
 
-def load_rows(manifest: str, audio_keys: tuple[str, ...], data: DataConfig) -> list[dict]:
-    """Read a manifest and drop bad rows (missing, corrupt, silent, NaN, too short), logging counts."""
+def load_rows(manifest: str, audio_keys: tuple[str, ...], data: DataConfig, *, out: str | Path,
+              text_key: str | None = None) -> list[dict]:
+    """Read a manifest and drop bad rows, reporting per-reason counts on the console and in RUN/data_report.json.
+
+    Dropped: lines that are not JSON objects with the audio key(s), rows without a caption (``text_key``),
+    and missing, empty, corrupt, silent, non-finite or too short audio. ``data.strict`` stops at any of them.
+    """
     if not manifest:
         raise ValueError(f"no manifest given for {audio_keys}: pass --data.train PATH.jsonl")
-    rows = read_manifest(manifest, audio_keys)
-    if not data.validate:
-        return rows
-    good, report = validate_manifest(rows, audio_keys, min_duration=data.min_seconds)
-    logger.info("%s: %s", manifest, report.summary())
-    if not good:
+    bad: list[dict] = []
+    try:
+        rows = read_manifest(manifest, audio_keys, bad=None if data.strict else bad)
+    except ValueError as e:  # --data.strict: the first bad line
+        raise ValueError(f"{e}; fix the line, or drop --data.strict to skip bad rows") from None
+    if text_key:
+        rows = drop_uncaptioned(rows, text_key, bad)
+    if data.validate:
+        rows, report = validate_manifest(rows, audio_keys, min_duration=data.min_seconds)
+    else:
+        report = ValidationReport(total=len(rows), kept=len(rows))
+    report.add_bad(bad)
+    if data.strict and report.bad:
+        first = report.bad[0]
+        raise ValueError(f"{manifest}: {report.summary()}; first: {first['reason']} at {first['path']} "
+                         f"({first['detail']}); fix the rows, or drop --data.strict to skip them")
+    _report(manifest, report, Path(out))
+    if not rows:
         raise ValueError(f"{manifest}: no usable rows ({report.summary()}); check the paths and files")
-    return good
+    return rows
+
+
+_REPORTS: dict[Path, dict] = {}  # run folder -> {manifest: report}, this process's runs
+
+
+def _report(manifest: str, report: ValidationReport, out: Path) -> None:
+    """Log the counts (a warning when rows were dropped) and write RUN/data_report.json (main process)."""
+    if not process_state().is_main_process:
+        return
+    level = logging.WARNING if report.bad else logging.INFO
+    logger.log(level, "data %s: %s", manifest, report.summary())
+    for row in report.bad[:5]:
+        logger.log(level, "  %s: %s (%s)", row["reason"], row["path"], row["detail"])
+    if len(report.bad) > 5:
+        logger.log(level, "  ... and %d more (listed in %s)", len(report.bad) - 5, out / DATA_REPORT)
+    reports = _REPORTS.setdefault(out.resolve(), {})
+    reports[str(manifest)] = report.to_dict()
+    hub.write_json(out / DATA_REPORT, reports)
 
 
 def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, torch.nn.Module]:
@@ -86,6 +134,7 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
     From scratch, the model's widths come from the codec and text encoder. With ``init`` (fine-tuning) the
     release's model, codec, text encoder, prompt template and sampling settings are used as they are.
     """
+    configure_logging()  # before the data report, so its counts reach the console
     device = process_state().device
     if cfg.init:
         model, meta, folder = load_release(cfg.init)
@@ -132,7 +181,7 @@ def run_training(cfg: RunConfig, conditioner: Conditioner, model: torch.nn.Modul
     sampler = LengthBucketSampler(dataset.lengths, cfg.train.batch_size, seed=cfg.train.seed,
                                   num_replicas=state.num_processes, rank=state.process_index)
     release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None, "prompt_template": cfg.prompt_template,
-               "sampling": cfg.sampling.to_dict()}
+               "sampling": cfg.sampling.to_dict(), "trained_seconds": [cfg.data.min_seconds, cfg.data.max_seconds]}
     return train(cfg.train, model, dataset, sampler, collate, conditioner.with_keys(keys), release=release,
                  run_config=config_to_dict(cfg), preview=preview, resume_from=resume)
 
@@ -148,7 +197,7 @@ def train_captioned(cfg: RunConfig, resume: str | None = None) -> Path:
 
     cfg, conditioner, model = setup(cfg, aligned=False)
     codec = conditioner.codec
-    rows = load_rows(cfg.data.train, ("audio",), cfg.data)
+    rows = load_rows(cfg.data.train, ("audio",), cfg.data, out=cfg.train.out, text_key="caption")
     cache = latent_cache(cfg, rows, codec, ("audio",))
     dataset = TextAudioDataset(rows, cache=cache, codec_sample_rate=codec.sample_rate, hop_length=codec.hop_length,
                                max_frames=max_frames(cfg, codec), seed=cfg.train.seed)
@@ -163,4 +212,15 @@ def train_captioned(cfg: RunConfig, resume: str | None = None) -> Path:
 
 #: Short flags every recipe accepts, on top of ``--FIELD.PATH value`` for any config field.
 ALIASES = {"data": "data.train", "max-steps": "train.max_steps", "out": "train.out"}
-RESUME_FLAG = ("--resume", {"default": None, "metavar": "latest|PATH", "help": "continue a run from its checkpoint"})
+
+
+def resume_arg(text: str) -> str:
+    """An argparse type: ``latest`` or an existing checkpoint folder (verified later, before loading it)."""
+    if text != "latest" and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'latest' nor a checkpoint folder "
+                                         "(RUN/checkpoints/checkpoint-STEP)")
+    return text
+
+
+RESUME_FLAG = ("--resume", {"default": None, "metavar": "latest|PATH", "type": resume_arg,
+                            "help": "continue a run from its checkpoint"})

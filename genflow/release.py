@@ -3,7 +3,8 @@
     release/
       config.json        the model's config (``model_type`` says which class loads it)
       model.safetensors  EMA weights, unwrapped, fp32
-      pipeline.json      {"format", "codec", "text_encoder", "prompt_template", "sampling"}: how to sample with it
+      pipeline.json      {"format", "codec", "text_encoder", "prompt_template", "sampling", "trained_seconds"}:
+                         how to sample with it
 
 Training state (Accelerate folders, optimizer etc.) never goes here: a release is only for inference.
 ``load_release`` resolves a folder or hub id once and dispatches on ``config.json``'s ``model_type``;
@@ -12,6 +13,7 @@ another model family (the official generator, say) registers its loader in ``MOD
 
 from __future__ import annotations
 
+import difflib
 import os
 import shutil
 from collections.abc import Callable
@@ -25,7 +27,8 @@ from genflow.model import MODEL_TYPE, DiT
 from genflow.sampling import SamplingSettings
 
 FORMAT = "genflow-release-1"
-PIPELINE_KEYS = ("format", "codec", "text_encoder", "prompt_template", "sampling")
+#: trained_seconds (optional): [shortest, longest] training clip in seconds, for warnings beyond them
+PIPELINE_KEYS = ("format", "codec", "text_encoder", "prompt_template", "sampling", "trained_seconds")
 #: what a release download fetches besides config.json
 RELEASE_PATTERNS = ("model.safetensors", "pipeline.json", "codec/*", "text_encoder/*")
 
@@ -50,12 +53,17 @@ def read_pipeline_dict(meta: dict, where: str) -> dict:
     """Check a pipeline dict: the format, no unknown keys, valid sampling settings."""
     if meta.get("format") != FORMAT:
         raise ValueError(f"{where}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    unknown = sorted(set(meta) - set(PIPELINE_KEYS))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; expected only {list(PIPELINE_KEYS)}")
+    for key in sorted(set(meta) - set(PIPELINE_KEYS)):  # like config.json: fail, naming the nearest valid key
+        near = difflib.get_close_matches(key, PIPELINE_KEYS, n=1)
+        raise ValueError(f"{where}: unknown key {key!r}{f' (did you mean {near[0]!r}?)' if near else ''}; "
+                         f"expected only {list(PIPELINE_KEYS)}: fix the file or re-run the release step")
     if not meta.get("codec"):
         raise ValueError(f"{where}: no codec; expected a codec name, hub id or folder under 'codec'")
     SamplingSettings.from_dict(meta.get("sampling") or {}, where=f"{where} 'sampling'")
+    trained = meta.get("trained_seconds")
+    if trained is not None and not (isinstance(trained, list) and len(trained) == 2
+                                    and all(isinstance(t, (int, float)) and t > 0 for t in trained)):
+        raise ValueError(f"{where}: trained_seconds {trained!r}; expected [shortest, longest] clip in seconds")
     return meta
 
 

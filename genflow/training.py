@@ -3,7 +3,8 @@
 Read top to bottom: Accelerator -> model, optimizer, LR schedule -> ``prepare`` (the frozen codec and
 text encoder are only moved) -> EMA -> resume -> loop over optimizer steps inside
 ``accelerator.accumulate`` -> on sync: clip, skip non-finite, step, EMA -> periodic log, preview samples
-and ``save_state`` -> at the end, a release folder with the EMA weights.
+and checkpoints (safetensors + JSON + a manifest, ``genflow.checkpoint``; never pickles) -> at the end, a
+release folder with the EMA weights.
 
 Task-agnostic: a recipe passes the data (dataset, batch sampler, collate) and a ``Conditioner`` that
 turns a batch into DiT inputs; text-to-audio and speech enhancement differ only there. Launch with
@@ -31,7 +32,7 @@ from accelerate.utils import DistributedType, ProjectConfiguration, parse_flag_f
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from genflow import hub
+from genflow import checkpoint, hub
 from genflow.conditioning import Conditioner
 from genflow.data import SkipBatches
 from genflow.ema import EMA
@@ -40,6 +41,8 @@ from genflow.release import save_release
 from genflow.sampling import SamplingSettings
 
 logger = logging.getLogger("genflow.training")
+
+DATA_REPORT = "data_report.json"  # what the data set-up dropped, per manifest and reason
 
 
 @dataclass
@@ -75,6 +78,30 @@ class TrainConfig:
     num_workers: int = 0
     log_with: str = "tensorboard"  # "tensorboard" | "wandb" | "none"
 
+    def __post_init__(self):
+        """Check every field on construction, so a bad ``--train.*`` flag fails before anything loads."""
+        for name in ("max_steps", "batch_size", "grad_accum", "log_every", "save_every", "save_total_limit",
+                     "max_bad_steps"):
+            _check(self, name, lambda v: v >= 1, "an integer >= 1")
+        for name in ("warmup_steps", "sample_every", "num_workers", "weight_decay"):
+            _check(self, name, lambda v: v >= 0, "a number >= 0")
+        for name in ("lr", "max_grad_norm", "timestep_std", "timestep_shift"):
+            _check(self, name, lambda v: v > 0, "a positive number")
+        for name in ("adam_beta1", "adam_beta2", "ema_decay"):
+            _check(self, name, lambda v: 0 <= v < 1, "a value in [0, 1)")
+        for name in ("min_lr_ratio", "text_dropout", "aligned_dropout"):
+            _check(self, name, lambda v: 0 <= v <= 1, "a value in [0, 1]")
+        for name, choices in (("lr_schedule", ("cosine", "constant")), ("mixed_precision", ("no", "bf16", "fp16")),
+                              ("timesteps", ("logit_normal", "uniform")),
+                              ("log_with", ("tensorboard", "wandb", "none"))):
+            _check(self, name, lambda v, c=choices: v in c, f"one of {', '.join(choices)}")
+
+
+def _check(cfg: TrainConfig, name: str, ok: Callable, expected: str) -> None:
+    value = getattr(cfg, name)
+    if not ok(value):
+        raise ValueError(f"train.{name}={value!r}: expected {expected}; fix --train.{name}")
+
 
 class RunState:
     """Counters restored on resume: step, data position, skipped work."""
@@ -90,8 +117,8 @@ class RunState:
         return dict(vars(self))
 
     def load_state_dict(self, state: dict) -> None:
-        for k, v in state.items():
-            setattr(self, k, int(v))
+        for k in vars(self):
+            setattr(self, k, int(state[k]))
 
 
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
@@ -110,18 +137,23 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     return f
 
 
-def find_checkpoint(out: Path, resume: str) -> Path | None:
-    """``latest`` -> newest complete checkpoint of the run (None if there is none); else the given path."""
-    if resume != "latest":
-        path = Path(resume)
-        if not (path / "genflow_state.json").exists():
-            raise FileNotFoundError(f"--resume {resume}: not a genflow training checkpoint (no genflow_state.json); "
-                                    f"pass a folder under RUN/checkpoints/ or 'latest'")
-        return path
-    # checkpoint-N only: a checkpoint-N.tmp left by a kill during the rename is incomplete by definition.
-    done = [p for p in (out / "checkpoints").glob("checkpoint-*")
-            if p.name.split("-", 1)[1].isdigit() and (p / "genflow_state.json").exists()]
-    return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
+def configure_logging() -> None:
+    """INFO lines with a time stamp on the main process's console (the other processes keep warnings only)."""
+    if process_state().is_main_process:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+
+def log_data_report(accelerator: Accelerator, out: Path) -> None:
+    """RUN/data_report.json (written by the data set-up) -> TensorBoard scalars ``data/MANIFEST/REASON``."""
+    path = out / DATA_REPORT
+    if not path.is_file():
+        return
+    logs = {}
+    for manifest, report in hub.read_json(path).items():
+        name = Path(manifest).stem
+        logs |= {f"data/{name}/kept": report["kept"], f"data/{name}/dropped": report["dropped"]}
+        logs |= {f"data/{name}/{reason}": n for reason, n in report["counts"].items()}
+    accelerator.log(logs, step=0)
 
 
 def process_state() -> PartialState:
@@ -178,40 +210,61 @@ def build(cfg: TrainConfig, model: torch.nn.Module, conditioner: Conditioner, ru
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
     )
     set_seed(cfg.seed, device_specific=True)
+    configure_logging()
     if accelerator.is_main_process and run_config is not None:
         hub.write_json(out / "config.json", run_config)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         logger.info("resolved config:\n%s", json.dumps(run_config, indent=2))
     if log_with:
         accelerator.init_trackers("genflow", config={k: v for k, v in vars(cfg).items()})
+        log_data_report(accelerator, out)
     conditioner.to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   weight_decay=cfg.weight_decay)
-    # A plain LambdaLR (not prepared, so Accelerate does not step it once per process) checkpointed below.
+    # A plain LambdaLR (not prepared, so Accelerate does not step it once per process), saved as JSON.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     model, optimizer = accelerator.prepare(model, optimizer)
-    # Accelerate saves registered objects from the main process only; sharded (FSDP) EMA needs every
-    # process to write its own shard, so the EMA is saved beside the Accelerate state by hand.
+    # Sharded (FSDP) EMA: every process writes (and reads back) its own shard of the shadows.
     sharded = accelerator.distributed_type == DistributedType.FSDP
     run = Run(cfg, out, accelerator, model, optimizer, scheduler, EMA(model.parameters(), decay=cfg.ema_decay),
               conditioner, TimestepSampler(kind=cfg.timesteps, mean=cfg.timestep_mean, std=cfg.timestep_std,
                                            shift=cfg.timestep_shift),
               f"ema-rank{accelerator.process_index}.safetensors" if sharded else "ema.safetensors")
-    for obj in (scheduler, run.state):
-        accelerator.register_for_checkpointing(obj)
     return run
 
 
-def resume(run: Run, resume_from: str | None) -> None:
-    """Load the checkpoint ``resume_from`` names ('latest' or a path) into the run, if there is one."""
-    if not resume_from:
-        return
-    ckpt = find_checkpoint(run.out, resume_from)
-    if ckpt is None:
-        logger.info("--resume latest: no checkpoint in %s, starting from scratch", run.out / "checkpoints")
-        return
-    run.accelerator.load_state(str(ckpt))
+def resume(run: Run, ckpt: Path) -> None:
+    """Load a verified checkpoint (``checkpoint.find_checkpoint``) into the run.
+
+    Only files the checkpoint's manifest lists are read, and only as safetensors or JSON (see
+    ``genflow.checkpoint``): nothing in a checkpoint folder is unpickled.
+    """
+    files = checkpoint.listed(ckpt)
+    state = hub.read_json(ckpt / checkpoint.STATE)
+    model_sd = hub.read_weights(ckpt / "model.safetensors")
+    optim_sd = checkpoint.load_optimizer(ckpt / "optimizer.safetensors")
+    if run.accelerator.distributed_type == DistributedType.FSDP:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        set_state_dict(run.model, run.optimizer.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
+                       options=StateDictOptions(full_state_dict=True))
+    else:
+        unwrapped = run.accelerator.unwrap_model(run.model)
+        hub.check_keys(unwrapped.state_dict(), model_sd, str(ckpt / "model.safetensors"))
+        unwrapped.load_state_dict(model_sd, strict=True)
+        run.optimizer.load_state_dict(optim_sd)
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.accelerator.scaler is not None and state.get("scaler"):
+        run.accelerator.scaler.load_state_dict(state["scaler"])
+    run.accelerator.step = int(state["accelerator_step"])
+    run.state.load_state_dict(state)
+    if run.ema_file not in files:
+        raise ValueError(f"{ckpt}: no {run.ema_file}; resume with the process count and sharding it was saved with")
     run.ema.load(ckpt / run.ema_file)
+    rng = f"rng-rank{run.accelerator.process_index}.safetensors"
+    if rng in files:
+        checkpoint.load_rng(ckpt / rng)
+    else:  # more processes than when it was saved: the run goes on, but not bit-identically
+        logger.warning("%s has no %s: this process's random state starts fresh", ckpt, rng)
     logger.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, run.state.step, run.state.epoch,
                 run.state.batch_in_epoch)
 
@@ -302,27 +355,48 @@ class Meter:
         self.count, self.t_last, self.step_last = 0, time.perf_counter(), run.state.step
 
 
+def _state_dicts(run: Run) -> tuple[dict, dict]:
+    """Full model and optimizer state dicts (gathered to the CPU of the main process under FSDP)."""
+    if run.accelerator.distributed_type == DistributedType.FSDP:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        return get_state_dict(run.model, run.optimizer.optimizer,
+                              options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return run.accelerator.unwrap_model(run.model).state_dict(), run.optimizer.state_dict()
+
+
 def save_checkpoint(run: Run, tag: str | None = None) -> None:
-    """Accelerate state + EMA -> checkpoints/checkpoint-STEP, written to a temp name then renamed."""
+    """Model, optimizer, EMA, RNG and run state -> checkpoints/checkpoint-STEP (temp name, manifest, rename).
+
+    Safetensors and JSON only (``genflow.checkpoint``); the manifest of sizes and hashes is written last,
+    so a folder without one is incomplete. Rotation keeps the newest ``save_total_limit`` verified ones.
+    """
     accelerator, state = run.accelerator, run.state
     final = run.out / "checkpoints" / f"checkpoint-{state.step}"
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    model_sd, optim_sd = _state_dicts(run)  # every process takes part in the FSDP gather
+    if accelerator.is_main_process:
+        tmp.mkdir(parents=True)
+        hub.write_weights(tmp / "model.safetensors", model_sd)
+        checkpoint.save_optimizer(tmp / "optimizer.safetensors", optim_sd)
+    accelerator.wait_for_everyone()
     if run.ema_file != "ema.safetensors" or accelerator.is_main_process:  # every shard, or the one file
         run.ema.save(tmp / run.ema_file)
+    checkpoint.save_rng(tmp / f"rng-rank{accelerator.process_index}.safetensors")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        hub.write_json(tmp / "genflow_state.json", state.state_dict())
+        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+        hub.write_json(tmp / checkpoint.STATE, {**state.state_dict(), "scheduler": run.scheduler.state_dict(),
+                                                "scaler": scaler, "accelerator_step": accelerator.step})
+        checkpoint.write_manifest(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        done = sorted((p for p in final.parent.glob("checkpoint-*") if not p.name.endswith(".tmp")),
-                      key=lambda p: int(p.name.split("-")[1]))
-        for old in done[: max(0, len(done) - run.cfg.save_total_limit)]:
-            shutil.rmtree(old)
+        for old in checkpoint.rotate(final.parent, run.cfg.save_total_limit, final):
+            logger.info("deleted %s (train.save_total_limit=%d)", old, run.cfg.save_total_limit)
         logger.info("saved %s%s", final, f" ({tag})" if tag else "")
     accelerator.wait_for_everyone()
 
@@ -384,8 +458,13 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_samp
     ``preview(generator) -> {name: waveform}`` makes the periodic samples; ``release`` is written as
     ``pipeline.json`` next to the EMA weights; ``run_config`` is the resolved config of the whole run.
     """
+    # Found (and verified) before anything is written, so a bad --resume leaves the run folder as it was.
+    ckpt = checkpoint.find_checkpoint(Path(cfg.out), resume_from) if resume_from else None
     run = build(cfg, model, conditioner, run_config)
-    resume(run, resume_from)
+    if ckpt is not None:
+        resume(run, ckpt)
+    elif resume_from:
+        logger.info("--resume latest: no checkpoint in %s, starting from scratch", run.out / "checkpoints")
     settings = SamplingSettings.from_dict(release.get("sampling") or {})
     previews = preview is not None and cfg.sample_every > 0
     progress = tqdm(total=cfg.max_steps, initial=run.state.step, disable=not run.accelerator.is_main_process,
@@ -435,7 +514,7 @@ def write_preview(folder: Path, clips: dict[str, torch.Tensor], sample_rate: int
     names = list(clips)
     for i, name in enumerate(names):
         save_audio(folder / f"{i:02d}.wav", clips[name], sample_rate)
-    (folder / "names.json").write_text(json.dumps(names, indent=1))
+    hub.write_json(folder / "names.json", names)
     save_spectrogram_grid([clips[n] for n in names], names, sample_rate, folder / "spectrograms.png")
     try:
         writer = accelerator.get_tracker("tensorboard", unwrap=True)

@@ -5,6 +5,7 @@ from genflow.data.cache import LatentCache, build_latent_cache, codec_signature,
 from genflow.data.datasets import SpeechPairDataset, TextAudioDataset, active_power, mix_at_snr
 from genflow.data.manifest import (
     ValidationReport,
+    drop_uncaptioned,
     index_audio_files,
     read_manifest,
     validate_manifest,
@@ -13,6 +14,7 @@ from genflow.data.manifest import (
 )
 
 __all__ = [
+    "drop_uncaptioned",
     "LatentCache",
     "LengthBucketSampler",
     "SkipBatches",

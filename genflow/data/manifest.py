@@ -31,8 +31,14 @@ log = logging.getLogger(__name__)
 AUDIO_KEYS = ("audio", "clean", "noisy")
 
 
-def read_manifest(path: str | os.PathLike, audio_keys: tuple[str, ...] | None = None) -> list[dict]:
-    """Rows of a JSONL manifest with audio paths made absolute and an ``"id"`` on every row."""
+def read_manifest(
+    path: str | os.PathLike, audio_keys: tuple[str, ...] | None = None, *, bad: list[dict] | None = None
+) -> list[dict]:
+    """Rows of a JSONL manifest with audio paths made absolute and an ``"id"`` on every row.
+
+    A line that is not a JSON object with the audio key(s) raises a ``ValueError`` naming it, or, when a
+    ``bad`` list is given, is appended to it (reason ``not_json`` or ``no_audio_key``) and skipped.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -40,29 +46,53 @@ def read_manifest(path: str | os.PathLike, audio_keys: tuple[str, ...] | None = 
         )
     root = path.resolve().parent
     rows = []
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
+    for line_no, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(
-                f"{path}:{line_no}: not valid JSON ({e}); expected one JSON object a line"
-            ) from e
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{line_no}: got {type(row).__name__}, expected a JSON object")
+        row, problem = _parse_row(raw, audio_keys)
+        if problem is not None:
+            reason, detail = problem
+            if bad is None:
+                raise ValueError(f"{path}:{line_no}: {detail}")
+            bad.append({"id": None, "key": None, "path": f"{path}:{line_no}", "reason": reason, "detail": detail})
+            continue
         keys = audio_keys or tuple(k for k in AUDIO_KEYS if k in row)
-        missing = [k for k in keys if k not in row]
-        if not keys or missing:
-            raise ValueError(
-                f"{path}:{line_no}: row has keys {sorted(row)}, expected audio path key(s) "
-                f'{list(audio_keys or AUDIO_KEYS)} (e.g. {{"audio": "clip.wav", "caption": "..."}})'
-            )
         row.setdefault("id", str(row[keys[0]]))
         for k in keys:
             row[k] = os.path.normpath(root / row[k])  # absolute paths stay absolute
         rows.append(row)
     return rows
+
+
+def _parse_row(raw: bytes, audio_keys: tuple[str, ...] | None) -> tuple[dict | None, tuple[str, str] | None]:
+    """One manifest line -> (row, None) or (None, (reason, detail))."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        return None, ("not_json", f"not UTF-8 text ({e}); save the manifest as UTF-8")
+    except json.JSONDecodeError as e:
+        return None, ("not_json", f"not valid JSON ({e}); expected one JSON object a line")
+    if not isinstance(row, dict):
+        return None, ("not_json", f"got a JSON {type(row).__name__}, expected a JSON object")
+    keys = audio_keys or tuple(k for k in AUDIO_KEYS if k in row)
+    if not keys or any(not isinstance(row.get(k), str) or not row[k] for k in keys):
+        return None, ("no_audio_key", f"row has keys {sorted(row)}, expected audio path key(s) "
+                      f'{list(audio_keys or AUDIO_KEYS)} (e.g. {{"audio": "clip.wav", "caption": "..."}})')
+    return row, None
+
+
+def drop_uncaptioned(rows: list[dict], key: str, bad: list[dict]) -> list[dict]:
+    """Rows whose ``key`` is a non-empty string; the others are appended to ``bad`` (reason ``no_caption``)."""
+    good = []
+    for row in rows:
+        text = row.get(key)
+        if isinstance(text, str) and text.strip():
+            good.append(row)
+        else:
+            got = f"no {key!r}" if key not in row else f"{key!r} is {text!r}"
+            bad.append({"id": row.get("id"), "key": key, "path": row.get("id"), "reason": "no_caption",
+                        "detail": f"{got}; expected a non-empty string"})
+    return good
 
 
 def write_manifest(
@@ -95,6 +125,17 @@ class ValidationReport:
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.counts.items())) or "none"
         return f"kept {self.kept}/{self.total} rows; dropped {self.total - self.kept} ({reasons})"
 
+    def add_bad(self, bad: list[dict]) -> None:
+        """Count rows dropped before validation (unparseable lines, no caption) into this report."""
+        self.total += len(bad)
+        self.bad = bad + self.bad
+        self.counts.update(b["reason"] for b in bad)
+
+    def to_dict(self, max_rows: int = 1000) -> dict:
+        """JSON-able: totals, counts per reason and the first ``max_rows`` bad rows."""
+        return {"total": self.total, "kept": self.kept, "dropped": self.total - self.kept,
+                "counts": dict(sorted(self.counts.items())), "bad": self.bad[:max_rows]}
+
 
 def _check_file(path: str, min_duration: float, max_duration: float | None, silence_db: float):
     """(duration s, None) for a good file, else (None, (reason, detail))."""
@@ -102,6 +143,8 @@ def _check_file(path: str, min_duration: float, max_duration: float | None, sile
 
     if not os.path.isfile(path):
         return None, ("missing", "no such file")
+    if os.path.getsize(path) == 0:
+        return None, ("empty", "0 bytes")
     try:
         duration = audio_info(path).duration  # header only: long files are refused before decoding
         if duration < min_duration:
@@ -132,7 +175,7 @@ def validate_manifest(
 ) -> tuple[list[dict], ValidationReport]:
     """Decode every audio file once; return the good rows (with ``"duration"`` in s) and a report.
 
-    Reasons: missing, corrupt, nonfinite, silent (RMS below ``silence_db``), too_short, too_long,
+    Reasons: missing, empty, corrupt, nonfinite, silent (RMS below ``silence_db``), too_short, too_long,
     length_mismatch (paired files differing by more than 10 ms).
     """
     paths = sorted({row[k] for row in rows for k in audio_keys})
@@ -163,7 +206,7 @@ def validate_manifest(
             )
     report.kept = len(good)
     if report.bad:
-        log.info("manifest validation: %s", report.summary())
+        log.debug("manifest validation: %s", report.summary())  # callers report it (with their own counts)
     return good, report
 
 

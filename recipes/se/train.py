@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from genflow.audio import load_audio
+from genflow.cli.common import run_main
 from genflow.cli.config import parse_config
 from genflow.conditioning import BatchKeys
 from genflow.data import SpeechPairDataset
@@ -76,8 +77,9 @@ def main(argv: list[str] | None = None) -> Path:
     cfg, conditioner, model = setup(cfg, aligned=True)
     codec = conditioner.codec
     mixing = bool(cfg.data.noise)
-    rows = load_rows(cfg.data.train, ("clean",) if mixing else ("clean", "noisy"), cfg.data)
-    noise_rows = load_rows(cfg.data.noise, ("audio",), replace(cfg.data, min_seconds=0.1)) if mixing else None
+    rows = load_rows(cfg.data.train, ("clean",) if mixing else ("clean", "noisy"), cfg.data, out=cfg.train.out)
+    noise_rows = (load_rows(cfg.data.noise, ("audio",), replace(cfg.data, min_seconds=0.1), out=cfg.train.out)
+                  if mixing else None)
     # Pairs are fixed, so their latents can be cached; on-the-fly mixtures change every step.
     cache = None if mixing else latent_cache(cfg, rows, codec, ("clean", "noisy"))
     dataset = SpeechPairDataset(rows, noise_rows=noise_rows, snr_range=(cfg.data.snr_min, cfg.data.snr_max),
@@ -94,4 +96,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_main(main, sys.argv[1:]))

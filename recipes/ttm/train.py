@@ -17,6 +17,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from genflow.cli.common import run_main
 from genflow.cli.config import parse_config
 from genflow.model import PRESETS as DIT
 from genflow.recipe import ALIASES, RESUME_FLAG, DataConfig, RunConfig, train_captioned
@@ -68,4 +69,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_main(main, sys.argv[1:]))
