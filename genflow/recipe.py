@@ -31,6 +31,7 @@ from genflow.data import (
     resolve_cache_dir,
     validate_manifest,
 )
+from genflow.lora import LoraSettings, add_lora
 from genflow.model import DiT, DiTConfig
 from genflow.release import load_release
 from genflow.sampling import SamplingSettings
@@ -72,6 +73,7 @@ class RunConfig:
     init: str = ""  # fine-tune: a release folder or hub id whose model, codec, text encoder and sampling settings
     # the run starts from (they replace the preset's)
     prompt_template: str = "{}"  # how captions reach the text encoder ("{}" = as they are)
+    lora: LoraSettings = field(default_factory=LoraSettings)  # --lora.rank N: adapters on the --init model
     data: DataConfig = field(default_factory=DataConfig)
     model: DiTConfig = field(default_factory=DiTConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -154,7 +156,15 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
         cfg = dataclasses.replace(cfg, codec=codec_id)
         conditioner = Conditioner(codec, conditioner.text_encoder, prompt_template=cfg.prompt_template)
     if cfg.init:
+        if cfg.lora.rank:
+            set_seed(cfg.train.seed)  # the same adapter initialisation on every process and in every rerun
+            model = add_lora(model, cfg.lora)
+            logger.info("LoRA rank %d on %s: %.2f M trainable parameters", cfg.lora.rank, cfg.lora.targets,
+                        sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
         return cfg, conditioner, model
+    if cfg.lora.rank:
+        raise ValueError(f"--lora.rank {cfg.lora.rank} needs a model to adapt: pass --init RELEASE (a release "
+                         "folder or hub id), or drop --lora.rank to train from scratch")
     text = conditioner.text_encoder
     model_cfg = dataclasses.replace(cfg.model, latent_dim=codec.latent_dim, text_dim=text.dim if text else 0,
                                     aligned_dim=codec.latent_dim if aligned else 0)

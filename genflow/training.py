@@ -32,7 +32,7 @@ from accelerate.utils import DistributedType, ProjectConfiguration, parse_flag_f
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from genflow import checkpoint, hub
+from genflow import checkpoint, hub, lora
 from genflow.conditioning import Conditioner
 from genflow.data import SkipBatches
 from genflow.ema import EMA
@@ -249,8 +249,10 @@ def resume(run: Run, ckpt: Path) -> None:
                        options=StateDictOptions(full_state_dict=True))
     else:
         unwrapped = run.accelerator.unwrap_model(run.model)
-        hub.check_keys(unwrapped.state_dict(), model_sd, str(ckpt / "model.safetensors"))
-        unwrapped.load_state_dict(model_sd, strict=True)
+        own = unwrapped.state_dict()
+        adapters = lora.is_lora(unwrapped)  # only the adapters were saved: strict on exactly those
+        hub.check_keys(lora.adapter_state(own) if adapters else own, model_sd, str(ckpt / "model.safetensors"))
+        unwrapped.load_state_dict(model_sd, strict=not adapters)
         run.optimizer.load_state_dict(optim_sd)
     run.scheduler.load_state_dict(state["scheduler"])
     if run.accelerator.scaler is not None and state.get("scaler"):
@@ -362,7 +364,9 @@ def _state_dicts(run: Run) -> tuple[dict, dict]:
 
         return get_state_dict(run.model, run.optimizer.optimizer,
                               options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return run.accelerator.unwrap_model(run.model).state_dict(), run.optimizer.state_dict()
+    model_sd = run.accelerator.unwrap_model(run.model).state_dict()
+    # LoRA: the adapters are all a checkpoint needs (the frozen base comes from --init again on resume)
+    return (lora.adapter_state(model_sd) if lora.is_lora(run.model) else model_sd), run.optimizer.state_dict()
 
 
 def save_checkpoint(run: Run, tag: str | None = None) -> None:
@@ -423,7 +427,10 @@ def write_release(run: Run, release: dict) -> Path:
         # the parameters, which get their raw values back when the context exits.
         weights = {k: v.detach().clone() for k, v in run.accelerator.get_state_dict(run.model).items()}
     if run.accelerator.is_main_process:
-        save_release(release_dir, run.accelerator.unwrap_model(run.model), weights, release)
+        model = run.accelerator.unwrap_model(run.model)
+        if lora.is_lora(model):  # adapters merged into the base: a release like any other, no peft needed
+            model, weights = lora.merged_release(model, weights)
+        save_release(release_dir, model, weights, release)
         logger.info("release folder: %s", release_dir)
     run.accelerator.wait_for_everyone()
     return release_dir
