@@ -140,6 +140,8 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
     device = process_state().device
     if cfg.init:
         model, meta, folder = load_release(cfg.init)
+        for dit in (m for m in model.modules() if isinstance(m, DiT)):  # a training choice, not the release's
+            dit.gradient_checkpointing = cfg.model.gradient_checkpointing
         codec, text = inside(folder, meta["codec"]), meta.get("text_encoder") or ""
         cfg = dataclasses.replace(cfg, codec=codec, text_encoder=text and inside(folder, text),
                                   model=getattr(model, "config", cfg.model),
