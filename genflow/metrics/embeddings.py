@@ -58,9 +58,9 @@ class MelStatsBackend(EmbeddingBackend):
     settings = {"sample_rate": 16000, "n_mels": 64, "window_s": 0.96, "stats": "mean+std", "version": 1}
 
     def __init__(self):
-        from genflow.metrics.vggish import vggish_mel_matrix
+        from genflow.dsp import vggish_mel_filterbank
 
-        self.mel = vggish_mel_matrix()
+        self.mel = vggish_mel_filterbank()
 
     @torch.no_grad()
     def embed(self, wav: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -211,9 +211,6 @@ def embed_files(
             except (OSError, ValueError, RuntimeError) as e:  # missing, corrupt or undecodable
                 out.failures[clip_id] = f"{path}: {e}"
                 log.warning("skipping %s: %s", path, e)
-                continue
-            if wav.numel() == 0:
-                out.failures[clip_id] = f"{path}: empty audio"
                 continue
             batch_ids.append(clip_id)
             wavs.append(wav)

@@ -17,21 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from genflow.dsp import find_audio_files
+
 log = logging.getLogger(__name__)
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
-
 
 def list_audio(folder: str | os.PathLike) -> dict[str, Path]:
     """``{id: path}`` of every audio file under ``folder`` (id = relative path without extension)."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"audio folder {str(root)!r} does not exist; expected a directory of audio files")
-    files = {}
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith("."):
-            files[p.relative_to(root).with_suffix("").as_posix()] = p
-    return files
+    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in find_audio_files(folder)}
 
 
 def read_captions(manifest: str | os.PathLike) -> dict[str, str]:
