@@ -74,7 +74,8 @@ def test_clap_folder_backend_and_evaluate_with_captions(tiny_clap, tmp_path):
     (tmp_path / "captions.jsonl").write_text("\n".join(rows) + "\n")
     main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "recipes/tta/evaluate.py"), run_name="x")["main"]
     out = tmp_path / "eval.json"
-    main(["--generated", str(gen), "--reference", str(ref), "--backend", str(tiny_clap), "--clap", str(tiny_clap),
+    main(["--allow-small-fd",
+          "--generated", str(gen), "--reference", str(ref), "--backend", str(tiny_clap), "--clap", str(tiny_clap),
           "--captions", str(tmp_path / "captions.jsonl"), "--out", str(out)])
     result = json.loads(out.read_text())
     per_clip = [r["clap_score"] for r in result["per_clip"].values()]

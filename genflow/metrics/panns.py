@@ -87,12 +87,12 @@ class Cnn14(nn.Module):
 
     @torch.no_grad()
     def embed(self, wav: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(N,) 16 kHz waveform -> {"embedding": (1, 2048), "logits": (527,)} (DC removed, padded to 2 s)."""
+        """(N,) 16 kHz waveform, as given -> {"embedding": (1, 2048), "logits": (527,)}.
+
+        Centring and padding to 2 s are the evaluation protocol's job (``PannsBackend.prepare`` for genflow's,
+        ``genflow.metrics.protocols`` for audioldm_eval's, which centres before resampling).
+        """
         wav = wav.float().reshape(1, -1).to(self.fc1.weight.device)
-        wav = wav - wav.mean()  # audioldm_eval removes the DC offset before PANNs
-        min_len = int(MIN_SECONDS * SAMPLE_RATE)
-        if wav.shape[1] < min_len:
-            wav = F.pad(wav, (0, min_len - wav.shape[1]))
         out = self(wav)
         return {"embedding": out["embedding"], "logits": out["logits"][0]}
 

@@ -1,0 +1,73 @@
+"""Evaluation protocols: how an audio file becomes the waveform an embedding network sees.
+
+Published numbers depend on these steps as much as on the network (docs/evaluation.md). A protocol names
+them all, so a report can say which one it followed and a cached reference is only reused under the same:
+
+- ``genflow`` (default): mean of the channels; soxr HQ resampling; PANNs clips centred (DC removed) and
+  zero-padded to 2 s after resampling, VGGish clips under 0.96 s padded with silence's log-mel to one example;
+  IS with fewer than 10 clips uses one clip per split.
+- ``audioldm_eval``: first channel only; DC offset removed from every clip *before* resampling; torchaudio's
+  default Hann-windowed sinc resampler (``genflow.dsp.sinc_resample``, plain torch); every clip zero-padded
+  to 2 s (32000 samples) before *every* network, VGGish included. Its IS is NaN with fewer than 10 clips;
+  genflow then uses one clip per split and the report says how many splits it used.
+
+``audioldm_eval`` follows ``audioldm_eval/datasets/load_mel.py`` (``WaveDataset.read_from_file``), which
+feeds the same waveform to VGGish (FAD) and PANNs (FD, KL, IS).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+
+from genflow.audio import read_audio_channels, resample
+from genflow.dsp import sinc_resample
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The loading steps of one toolkit; ``prepare_in_backend`` lets genflow's own backends pad/centre."""
+
+    name: str
+    channels: str  # "mean": average the channels; "first": keep channel 0
+    remove_dc: bool  # subtract each clip's mean at the file's rate, before resampling
+    resampler: str  # "soxr" (genflow.audio.resample) or "sinc" (torchaudio's default kernel)
+    min_seconds: float  # zero-pad every clip to this length after resampling (0: leave it to the backend)
+    prepare_in_backend: bool  # backends apply their own preparation (genflow: PANNs centres and pads to 2 s)
+    follows: str  # the toolkit and file whose steps these are
+
+    def load(self, path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
+        """(N,) float32 waveform at ``sample_rate`` read from ``path`` the way this protocol does."""
+        data, sr = read_audio_channels(path)  # (channels, N)
+        wav = data.mean(0) if self.channels == "mean" and data.shape[0] > 1 else data[0]
+        if self.remove_dc:
+            wav = wav - wav.mean()
+        if sr != sample_rate:
+            wav = sinc_resample(wav, sr, sample_rate) if self.resampler == "sinc" else resample(wav, sr, sample_rate)
+        min_len = int(self.min_seconds * sample_rate)
+        if wav.shape[-1] < min_len:
+            wav = torch.nn.functional.pad(wav, (0, min_len - wav.shape[-1]))
+        return wav.contiguous()
+
+    def to_dict(self) -> dict:
+        """Every setting, for reports and cached statistics."""
+        return asdict(self)
+
+
+PROTOCOLS = {
+    "genflow": Protocol("genflow", "mean", False, "soxr", 0.0, True, "genflow (docs/evaluation.md)"),
+    "audioldm_eval": Protocol("audioldm_eval", "first", True, "sinc", 2.0, False,
+                              "haoheliu/audioldm_eval datasets/load_mel.py WaveDataset"),
+}
+
+
+def get_protocol(name: str | Protocol) -> Protocol:
+    """The protocol called ``name`` (see ``PROTOCOLS``)."""
+    if isinstance(name, Protocol):
+        return name
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {name!r}; expected one of {sorted(PROTOCOLS)} "
+                         "(--protocol audioldm_eval reproduces AudioLDM / Tango / DashengTokenizer tables)")
+    return PROTOCOLS[name]
