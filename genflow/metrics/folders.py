@@ -70,10 +70,10 @@ def _check_sample_size(n_gen: int, n_ref: int, allow_small_fd: bool, result: dic
 
 def _classifier_scores(gen, ref, result: dict[str, Any]) -> None:
     """IS of the generated logits and paired KL(ref || gen) by clip id, into ``result``."""
-    from genflow.metrics.classifier_scores import inception_score, paired_kl
+    from genflow.metrics.classifier_scores import inception_score, inception_splits, paired_kl
 
     metrics = result["metrics"]
-    result["is_splits"] = min(10, len(gen.ids))  # audioldm_eval: 10 (NaN below 10 clips)
+    result["is_splits"] = inception_splits(len(gen.ids), 10)  # audioldm_eval: always 10 (NaN below 10 clips)
     metrics.update(inception_score(gen.logits, splits=10))
     if ref is None or ref.logits is None:
         return
@@ -90,6 +90,33 @@ def _classifier_scores(gen, ref, result: dict[str, Any]) -> None:
     result["n_kl_pairs"] = len(pairs)
 
 
+def score_embeddings(
+    be, gen, ref=None, ref_stats=None, protocol: str = "genflow", allow_small_fd: bool = False,
+) -> dict[str, Any]:
+    """FD, KAD (with reference embeddings), KL/IS (with logits) of embedded sets; what ``evaluate_generation``
+    reports, from ``EmbeddedSet``s (``ref_stats``: cached reference statistics instead of ``ref``)."""
+    from genflow.metrics.embeddings import stats_of
+    from genflow.metrics.frechet import frechet_distance_stats
+    from genflow.metrics.kad import kernel_audio_distance
+
+    gen_stats = stats_of(be, gen, protocol)
+    ref_stats = stats_of(be, ref, protocol) if ref is not None else ref_stats
+    result: dict[str, Any] = {"metrics": {}, "per_clip": {i: {} for i in gen.ids}, "ref_stats": ref_stats}
+    result["n_generated"], result["n_reference"] = len(gen.ids), ref_stats.n if ref is None else len(ref.ids)
+    result["n_embeddings"] = {"generated": gen_stats.n, "reference": ref_stats.n}
+    _check_sample_size(result["n_generated"], result["n_reference"], allow_small_fd, result)
+    result["metrics"]["fd"] = frechet_distance_stats(gen_stats, ref_stats)
+    if ref is not None:  # KAD needs the reference embeddings themselves, not only their mean and covariance
+        result["metrics"]["kad"] = kernel_audio_distance(gen.stacked(), ref.stacked())
+    # Per-clip proxy for the plots: distance of each clip's mean embedding to the reference mean.
+    mu = torch.as_tensor(ref_stats.mu, dtype=torch.float32)
+    for clip_id, d in zip(gen.ids, (gen.clip_means() - mu).norm(dim=-1).tolist()):
+        result["per_clip"][clip_id]["dist_to_ref_mean"] = d
+    if be.has_logits and gen.logits is not None:
+        _classifier_scores(gen, ref, result)
+    return result
+
+
 def evaluate_generation(
     generated: str | os.PathLike, reference: str | os.PathLike, backend: str = "mel-stats",
     captions: str | os.PathLike | None = None, clap: str | None = None,
@@ -100,9 +127,8 @@ def evaluate_generation(
 
     Clips are loaded as ``protocol`` says (``genflow.metrics.protocols``); the report names it.
     """
-    from genflow.metrics.embeddings import embed_files, load_backend, reference_stats, stats_of
-    from genflow.metrics.frechet import frechet_distance_stats, save_stats
-    from genflow.metrics.kad import kernel_audio_distance
+    from genflow.metrics.embeddings import embed_files, load_backend, reference_stats
+    from genflow.metrics.frechet import save_stats
     from genflow.metrics.protocols import get_protocol
 
     proto = get_protocol(protocol)
@@ -111,12 +137,9 @@ def evaluate_generation(
     gen = embed_files(be, gen_files, batch_size, progress, desc="generated", protocol=proto)
     result: dict[str, Any] = {
         "backend": be.name, "settings": be.settings, "protocol": proto.to_dict(), "generated": str(generated),
-        "reference": str(reference), "metrics": {}, "per_clip": {i: {} for i in gen.ids},
-        "failures": {"generated": gen.failures}, "missing": [],
+        "reference": str(reference), "failures": {"generated": gen.failures}, "missing": [],
     }
-    metrics = result["metrics"]
-    gen_stats = stats_of(be, gen, proto)
-    ref = None
+    ref, ref_stats = None, None
     if Path(reference).suffix == ".npz":
         ref_stats = reference_stats(be, reference, proto)
     else:
@@ -124,23 +147,13 @@ def evaluate_generation(
         ref = embed_files(be, ref_files, batch_size, progress, desc="reference", protocol=proto)
         result["failures"]["reference"] = ref.failures
         result["missing"] = sorted(set(ref_files) - set(gen_files))
-        ref_stats = stats_of(be, ref, proto)
-        if save_reference_stats:
-            save_stats(save_reference_stats, ref_stats)
-    result["n_generated"], result["n_reference"] = len(gen.ids), ref_stats.n if ref is None else len(ref.ids)
-    result["n_embeddings"] = {"generated": gen_stats.n, "reference": ref_stats.n}
-    _check_sample_size(result["n_generated"], result["n_reference"], allow_small_fd, result)
-    metrics["fd"] = frechet_distance_stats(gen_stats, ref_stats)
-    if ref is not None:  # KAD needs the reference embeddings themselves, not only their mean and covariance
-        metrics["kad"] = kernel_audio_distance(gen.stacked(), ref.stacked())
-    # Per-clip proxy for the plots: distance of each clip's mean embedding to the reference mean.
-    mu = torch.as_tensor(ref_stats.mu, dtype=torch.float32)
-    for clip_id, d in zip(gen.ids, (gen.clip_means() - mu).norm(dim=-1).tolist()):
-        result["per_clip"][clip_id]["dist_to_ref_mean"] = d
-    if be.has_logits and gen.logits is not None:
-        _classifier_scores(gen, ref, result)
+    result.update(score_embeddings(be, gen, ref, ref_stats, proto, allow_small_fd))
+    ref_stats = result.pop("ref_stats")
+    if save_reference_stats and ref is not None:
+        save_stats(save_reference_stats, ref_stats)
     if captions is not None:
-        metrics["clap_score"] = _clap_score(gen_files, gen.ids, read_captions(captions), be, clap, device, result)
+        result["metrics"]["clap_score"] = _clap_score(gen_files, gen.ids, read_captions(captions), be, clap, device,
+                                                      result)
     return result
 
 
