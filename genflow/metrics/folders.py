@@ -52,7 +52,7 @@ def _caption_for(clip_id: str, captions: dict[str, str]) -> str | None:
 MIN_FD_CLIPS = 10  # fewer clips on either side: FD/KAD are refused unless allow_small_fd (and then marked)
 
 
-def _check_sample_size(n_gen: int, n_ref: int, allow_small_fd: bool, result: dict[str, Any]) -> None:
+def check_sample_size(n_gen: int, n_ref: int, allow_small_fd: bool, result: dict[str, Any]) -> None:
     """Refuse (or, when allowed, mark) distances between sets too small for a stable estimate."""
     small = min(n_gen, n_ref) < MIN_FD_CLIPS
     result["small_sample"] = small
@@ -104,7 +104,7 @@ def score_embeddings(
     result: dict[str, Any] = {"metrics": {}, "per_clip": {i: {} for i in gen.ids}, "ref_stats": ref_stats}
     result["n_generated"], result["n_reference"] = len(gen.ids), ref_stats.n if ref is None else len(ref.ids)
     result["n_embeddings"] = {"generated": gen_stats.n, "reference": ref_stats.n}
-    _check_sample_size(result["n_generated"], result["n_reference"], allow_small_fd, result)
+    check_sample_size(result["n_generated"], result["n_reference"], allow_small_fd, result)
     result["metrics"]["fd"] = frechet_distance_stats(gen_stats, ref_stats)
     if ref is not None:  # KAD needs the reference embeddings themselves, not only their mean and covariance
         result["metrics"]["kad"] = kernel_audio_distance(gen.stacked(), ref.stacked())
