@@ -74,6 +74,7 @@ def test_audioldm_eval_loading_matches_waveforms(ref):
     assert plain.shape != ref["t"]["wave_gen_a.flac"].shape
 
 
+@pytest.mark.slow  # real-size networks: ~10 s of one CPU core with the next test (deselect: -m "not slow")
 def test_vggish_and_panns_embeddings_match(ref, embedded):
     """Per-clip VGGish frames, PANNs 2048-d embeddings, logits and class probabilities."""
     for split in ("gen", "ref"):
@@ -91,6 +92,7 @@ def _rel(got: float, want: float) -> float:
     return abs(got - want) / max(abs(want), 1e-12)
 
 
+@pytest.mark.slow
 def test_fad_fd_kl_is_match_audioldm_eval(ref, embedded):
     """FAD (VGGish), FD (PANNs), KL softmax/sigmoid and IS, scored as evaluate_generation scores them."""
     want = ref["v"]["audioldm_eval"]
