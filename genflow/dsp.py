@@ -142,26 +142,39 @@ def stft_magnitude(
 # ---------------------------------------------------------------------------------------------------- resampling
 
 
-def _sinc_kernel(orig: int, new: int, width_zc: int, rolloff: float, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
-    """Polyphase Hann-windowed sinc kernel (new, 1, taps) for rates already divided by their gcd."""
+def _sinc_kernel(
+    orig: int, new: int, width_zc: int, rolloff: float, dtype: torch.dtype, beta: float | None, transform: bool
+) -> tuple[torch.Tensor, int]:
+    """Polyphase windowed-sinc kernel (new, 1, taps) for rates already divided by their gcd (Hann, or Kaiser
+    with ``beta``); ``transform``: built as ``torchaudio.transforms.Resample`` builds it (float64, then float32)."""
     base = min(orig, new) * rolloff  # cutoff, in units of the lower rate's cycles per gcd-sample
     width = math.ceil(width_zc * orig / base)  # taps each side, in input samples
-    idx = torch.arange(-width, width + orig, dtype=dtype)[None, None] / orig
-    t = torch.arange(0, -new, -1, dtype=dtype)[:, None, None] / new + idx  # (new, 1, taps): output phase - input
+    idx = torch.arange(-width, width + orig, dtype=torch.float64 if transform else dtype)[None, None] / orig
+    # (new, 1, taps): output phase - input position. The transform's phases are int / int, so default float32.
+    phase = torch.arange(0, -new, -1, dtype=None if transform else dtype)[:, None, None] / new
+    t = phase + idx
     t = (t * base).clamp(-width_zc, width_zc)
-    window = torch.cos(t * math.pi / width_zc / 2) ** 2
+    if beta is None:
+        window = torch.cos(t * math.pi / width_zc / 2) ** 2
+    else:
+        b = torch.tensor(float(beta))  # float32, as torchaudio builds it
+        window = torch.i0(b * torch.sqrt(1 - (t / width_zc) ** 2)) / torch.i0(b)
     t = t * math.pi
-    kernel = torch.where(t == 0, torch.tensor(1.0, dtype=dtype), t.sin() / t)
-    return kernel * (window * (base / orig)), width  # same rounding order as torchaudio
+    kernel = torch.where(t == 0, torch.tensor(1.0, dtype=t.dtype), t.sin() / t)
+    kernel = kernel * (window * (base / orig))  # same rounding order as torchaudio
+    return (kernel.float() if transform else kernel), width
 
 
 def sinc_resample(
-    wav: torch.Tensor, orig_sr: int, target_sr: int, lowpass_filter_width: int = 6, rolloff: float = 0.99
+    wav: torch.Tensor, orig_sr: int, target_sr: int, lowpass_filter_width: int = 6, rolloff: float = 0.99,
+    kaiser_beta: float | None = None, transform_kernel: bool = False,
 ) -> torch.Tensor:
-    """Resample (..., N) like ``torchaudio.functional.resample`` with its defaults (Hann-windowed sinc).
+    """Resample (..., N) like ``torchaudio.functional.resample``: its defaults give its Hann-windowed sinc,
+    ``kaiser_beta`` its ``sinc_interp_kaiser`` with that beta; ``transform_kernel`` builds the kernel as
+    ``torchaudio.transforms.Resample`` does (float64, then float32) rather than as the function does.
 
-    Used to follow toolkits that resample with torchaudio (audioldm_eval); output length is
-    ceil(N * target_sr / orig_sr); the kernel is built in the waveform's dtype, as torchaudio does.
+    Used to follow toolkits that resample with torchaudio (audioldm_eval: defaults; fadtk: Kaiser, width 64);
+    output length is ceil(N * target_sr / orig_sr); the kernel is built in the waveform's dtype, as torchaudio does.
     """
     if orig_sr == target_sr:
         return wav
@@ -169,7 +182,7 @@ def sinc_resample(
         raise ValueError("cannot resample an empty waveform (shape[-1] == 0); give at least one sample")
     g = math.gcd(int(orig_sr), int(target_sr))
     orig, new = int(orig_sr) // g, int(target_sr) // g
-    kernel, width = _sinc_kernel(orig, new, lowpass_filter_width, rolloff, wav.dtype)
+    kernel, width = _sinc_kernel(orig, new, lowpass_filter_width, rolloff, wav.dtype, kaiser_beta, transform_kernel)
     lead, n = wav.shape[:-1], wav.shape[-1]
     x = torch.nn.functional.pad(wav.reshape(-1, n), (width, width + orig))  # (B, N + 2 width + orig)
     y = torch.nn.functional.conv1d(x[:, None], kernel.to(wav.device), stride=orig)  # (B, new, frames)

@@ -228,7 +228,8 @@ def embed_files(
             wavs.append(wav)
         for clip_id, (emb, lg) in zip(batch_ids, backend.embed_batch(wavs) if wavs else []):
             out.ids.append(clip_id)
-            out.embeddings.append(emb.float())
+            # A toolkit that caches fp16 embeddings (fadtk) computes its statistics from the rounded values.
+            out.embeddings.append(emb.half().float() if protocol.embedding_dtype == "float16" else emb.float())
             if lg is not None:
                 logits.append(lg.float())
         bar.update(len(items[start : start + batch_size]))
