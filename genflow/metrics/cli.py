@@ -19,8 +19,9 @@ def evaluate_generation_main(argv: list[str] | None, *, description: str, defaul
     p.add_argument("--clap", default=None, help=f"CLAP id/folder for the score (default {default_clap})")
     p.add_argument("--save-reference-stats", default=None, help="write the reference statistics to this .npz")
     p.add_argument("--protocol", default="genflow", choices=sorted(PROTOCOLS),
-                   help="how files are loaded: genflow (default) or audioldm_eval (first channel, DC removed, "
-                   "torchaudio sinc resampling, 2 s padding for every network); see docs/evaluation.md")
+                   help="how files are loaded: genflow (default), audioldm_eval (first channel, DC removed, "
+                   "torchaudio sinc resampling, 2 s padding for every network) or fadtk (channel mean, Kaiser "
+                   "resampling, 16-bit round trip, 1 s padding, float16 embeddings); see docs/evaluation.md")
     p.add_argument("--allow-small-fd", action="store_true",
                    help=f"compute FD/KAD with fewer than {MIN_FD_CLIPS} clips per side (marked small_sample)")
     p.add_argument("--out", default=default_out, help="JSON report path (PNGs are written beside it)")

@@ -5,15 +5,14 @@ them all, so a report can say which one it followed and a cached reference is on
 
 - ``genflow`` (default): mean of the channels; soxr HQ resampling; PANNs clips centred (DC removed) and
   zero-padded to 2 s after resampling, VGGish clips under 0.96 s padded with silence's log-mel to one example;
-  IS with fewer than 10 clips uses one clip per split.
+  IS with fewer than 10 clips uses one split of all clips.
 - ``audioldm_eval``: first channel only; DC offset removed from every clip *before* resampling; torchaudio's
   default Hann-windowed sinc resampler (``genflow.dsp.sinc_resample``, plain torch); every clip zero-padded
   to 2 s (32000 samples) before *every* network, VGGish included. Its IS is NaN with fewer than 10 clips;
-  genflow then uses one clip per split and the report says how many splits it used.
-
+  genflow then uses one split of all clips and the report says so (``is_splits``).
 - ``fadtk``: channel mean; no DC removal; resampled only when the rate differs, with torchaudio's
   Kaiser-windowed sinc (width 64, rolloff 0.9476, beta 14.77, fadtk's default path); a 16-bit round trip
-  (fadtk writes the converted file as 16-bit WAV and reads it back); zero-padded to 1 s; embeddings rounded
+  (fadtk always writes the converted file as 16-bit WAV and reads it back); zero-padded to 1 s; embeddings rounded
   to float16 (fadtk caches them so) before the statistics.
 
 ``audioldm_eval`` follows ``audioldm_eval/datasets/load_mel.py`` (``WaveDataset.read_from_file``), which
@@ -86,5 +85,6 @@ def get_protocol(name: str | Protocol) -> Protocol:
         return name
     if name not in PROTOCOLS:
         raise ValueError(f"unknown evaluation protocol {name!r}; expected one of {sorted(PROTOCOLS)} "
-                         "(--protocol audioldm_eval reproduces AudioLDM / Tango / DashengTokenizer tables)")
+                         "(--protocol audioldm_eval reproduces AudioLDM / Tango / DashengTokenizer tables, "
+                         "--protocol fadtk fadtk's FAD)")
     return PROTOCOLS[name]
