@@ -2,7 +2,7 @@
 
 - ``frechet``: ``frechet_distance``, ``compute_stats``, ``save_stats`` / ``load_stats`` (.npz cache)
 - ``kad``: ``kernel_audio_distance`` (kadtk's KAD: unbiased MMD, RBF, bandwidth from the reference set)
-- ``protocols``: ``PROTOCOLS`` / ``get_protocol`` ("genflow" | "audioldm_eval"): how files are loaded
+- ``protocols``: ``PROTOCOLS`` / ``get_protocol`` ("genflow" | "audioldm_eval" | "fadtk"): how files are loaded
 - ``check``: ``python -m genflow.metrics check``, offline sanity checks of an evaluation setup
 - ``classifier_scores``: ``kl_scores`` / ``paired_kl`` (audioldm_eval KL), ``inception_score``
 - ``embeddings``: ``load_backend("mel-stats" | "vggish[:file]" | "panns[:file]" | "clap[:id]" | folder)``,
