@@ -77,12 +77,8 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
                      info.format, info.subtype)
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
-    """Read any soundfile-readable file as a float32 mono (N,) tensor, resampled to ``sample_rate`` if given.
-
-    Multichannel audio is downmixed by the mean over channels; resampling uses soxr (high quality).
-    Returns ``(wav, rate)`` where ``rate`` is ``sample_rate`` if given, else the file's own rate.
-    """
+def read_audio_channels(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
+    """Read any soundfile-readable file as float32 (channels, N) at its own rate; never empty, never NaN."""
     path = os.fspath(path)
     _check_file(path)
     try:
@@ -96,7 +92,17 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
         bad = int((~np.isfinite(data)).sum())
         raise AudioError(f"audio file {path!r} contains {bad} NaN/inf samples; expected finite samples, "
                          "re-export it (float WAVs from a diverged model often carry NaN)")
-    wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])  # (N,)
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)  # (channels, N)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
+    """Read any soundfile-readable file as a float32 mono (N,) tensor, resampled to ``sample_rate`` if given.
+
+    Multichannel audio is downmixed by the mean over channels; resampling uses soxr (high quality).
+    Returns ``(wav, rate)`` where ``rate`` is ``sample_rate`` if given, else the file's own rate.
+    """
+    data, sr = read_audio_channels(path)  # (channels, N)
+    wav = data.mean(0) if data.shape[0] > 1 else data[0]  # (N,)
     if sample_rate is not None and sample_rate != sr:
         wav = resample(wav, sr, sample_rate)
         sr = sample_rate

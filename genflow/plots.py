@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genflow.codecs.mel import slaney_mel_filterbank
+from genflow.dsp import slaney_mel_filterbank, stft_magnitude
 
 
 def log_mel_db(wav: torch.Tensor, sample_rate: int, n_mels: int = 80, top_db: float = 80.0) -> np.ndarray:
@@ -17,9 +17,7 @@ def log_mel_db(wav: torch.Tensor, sample_rate: int, n_mels: int = 80, top_db: fl
     wav = torch.as_tensor(wav, dtype=torch.float32).reshape(-1)
     n_fft = 1024 if sample_rate > 20000 else 512
     hop = n_fft // 4
-    if wav.numel() < n_fft:
-        wav = torch.nn.functional.pad(wav, (0, n_fft - wav.numel()))
-    spec = torch.stft(wav, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs() ** 2
+    spec = stft_magnitude(wav, n_fft, hop, power=2.0, min_length=True)  # (freqs, frames)
     fb = slaney_mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate).T  # (n_mels, freqs)
     db = 10.0 * torch.log10(torch.clamp(fb @ spec, min=1e-10))
     return torch.clamp(db, min=db.max() - top_db).numpy()

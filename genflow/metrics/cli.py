@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from genflow.metrics.folders import evaluate_generation
+from genflow.metrics.folders import MIN_FD_CLIPS, evaluate_generation
+from genflow.metrics.protocols import PROTOCOLS
 from genflow.metrics.report import report_generation
 
 
@@ -17,6 +18,12 @@ def evaluate_generation_main(argv: list[str] | None, *, description: str, defaul
     p.add_argument("--backend", default="mel-stats", help="embedding for FD: mel-stats|vggish|panns|clap[:path]")
     p.add_argument("--clap", default=None, help=f"CLAP id/folder for the score (default {default_clap})")
     p.add_argument("--save-reference-stats", default=None, help="write the reference statistics to this .npz")
+    p.add_argument("--protocol", default="genflow", choices=sorted(PROTOCOLS),
+                   help="how files are loaded: genflow (default), audioldm_eval (first channel, DC removed, "
+                   "torchaudio sinc resampling, 2 s padding for every network) or fadtk (channel mean, Kaiser "
+                   "resampling, 16-bit round trip, 1 s padding, float16 embeddings); see docs/evaluation.md")
+    p.add_argument("--allow-small-fd", action="store_true",
+                   help=f"compute FD/KAD with fewer than {MIN_FD_CLIPS} clips per side (marked small_sample)")
     p.add_argument("--out", default=default_out, help="JSON report path (PNGs are written beside it)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None)
@@ -25,6 +32,7 @@ def evaluate_generation_main(argv: list[str] | None, *, description: str, defaul
         args.generated, args.reference, backend=args.backend, captions=args.captions,
         clap=args.clap or (default_clap if args.captions else None), save_reference_stats=args.save_reference_stats,
         batch_size=args.batch_size, device=args.device,
+        protocol=args.protocol, allow_small_fd=args.allow_small_fd,
     )
     report_generation(result, args.out)
     return result

@@ -117,6 +117,10 @@ def report_generation(result: dict[str, Any], out: str | os.PathLike) -> dict[st
     bars, pairs = _figure_paths(out)
     print(markdown_table({f"{Path(result['generated']).name} ({result['backend']})": result["metrics"]}))
     print(_summary(result))
+    proto = result.get("protocol", {})
+    print(f"protocol: {proto.get('name', 'genflow')} (follows {proto.get('follows', 'genflow')}); "
+          f"{result.get('n_generated')} generated vs {result.get('n_reference')} reference clips"
+          + ("; SMALL SAMPLE: FD/KAD unstable" if result.get("small_sample") else ""))
     paths = {"json": out}
     if any(isinstance(v, float) and math.isfinite(v) for v in result["metrics"].values()):
         paths["metrics_png"] = plot_metric_bars({"generated": result["metrics"]}, bars)
