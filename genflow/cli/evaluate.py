@@ -1,15 +1,16 @@
-"""The command line shared by ``recipes/tta/evaluate.py`` and ``recipes/ttm/evaluate.py``."""
+"""The evaluation command lines: generated audio (``recipes/tta|ttm/evaluate.py``) and enhanced speech
+(``recipes/se/evaluate.py``). Both write the JSON report, print a markdown table and save PNGs beside it."""
 
 from __future__ import annotations
 
 import argparse
 
-from genflow.metrics.folders import MIN_FD_CLIPS, evaluate_generation
+from genflow.metrics.folders import MIN_FD_CLIPS, evaluate_enhancement, evaluate_generation
 from genflow.metrics.protocols import PROTOCOLS
-from genflow.metrics.report import report_generation
+from genflow.metrics.report import report_enhancement, report_generation
 
 
-def evaluate_generation_main(argv: list[str] | None, *, description: str, default_clap: str, default_out: str):
+def generation(argv: list[str] | None, *, description: str, default_clap: str, default_out: str):
     """Parse ``--generated/--reference/...``, evaluate, write JSON + PNGs, print the table; returns the result."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--generated", required=True, help="folder of generated clips, named by clip id")
@@ -35,4 +36,18 @@ def evaluate_generation_main(argv: list[str] | None, *, description: str, defaul
         protocol=args.protocol, allow_small_fd=args.allow_small_fd,
     )
     report_generation(result, args.out)
+    return result
+
+
+def enhancement(argv: list[str] | None, *, description: str, default_out: str = "eval_se.json"):
+    """Parse ``--enhanced/--clean/--noisy``, score SI-SDR/PESQ/STOI/ESTOI/DNSMOS, write the report; returns it."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--enhanced", required=True, help="folder of enhanced files")
+    p.add_argument("--clean", required=True, help="folder of clean references")
+    p.add_argument("--noisy", default=None, help="folder of noisy inputs (scored as a baseline)")
+    p.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (the slowest metric)")
+    p.add_argument("--out", default=default_out, help="JSON report path (PNGs are written beside it)")
+    args = p.parse_args(argv)
+    result = evaluate_enhancement(args.enhanced, args.clean, args.noisy, with_dnsmos=not args.no_dnsmos)
+    report_enhancement(result, args.out)
     return result
