@@ -26,6 +26,17 @@ def list_audio(folder: str | os.PathLike) -> dict[str, Path]:
     return {p.relative_to(folder).with_suffix("").as_posix(): p for p in find_audio_files(folder)}
 
 
+def required_audio(folder: str | os.PathLike, flag: str) -> dict[str, Path]:
+    """``list_audio`` of a folder the user gave as ``flag``: a missing or empty folder fails in one line naming it."""
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"{flag} {folder}: no such folder; expected a folder of audio files")
+    files = list_audio(folder)
+    if not files:
+        raise ValueError(f"{flag} {folder}: the folder holds no audio files (searched recursively for WAV, FLAC, "
+                         "OGG, MP3, ...); point it at the folder the clips were written to")
+    return files
+
+
 def read_captions(manifest: str | os.PathLike) -> dict[str, str]:
     """``{id: caption}`` from a JSONL manifest, keyed by the audio file's stem and by the row id."""
     import json
@@ -133,7 +144,7 @@ def evaluate_generation(
 
     proto = get_protocol(protocol)
     be = load_backend(backend, device)
-    gen_files = list_audio(generated)
+    gen_files = required_audio(generated, "--generated")
     gen = embed_files(be, gen_files, batch_size, progress, desc="generated", protocol=proto)
     result: dict[str, Any] = {
         "backend": be.name, "settings": be.settings, "protocol": proto.to_dict(), "generated": str(generated),
@@ -143,7 +154,7 @@ def evaluate_generation(
     if Path(reference).suffix == ".npz":
         ref_stats = reference_stats(be, reference, proto)
     else:
-        ref_files = list_audio(reference)
+        ref_files = required_audio(reference, "--reference")
         ref = embed_files(be, ref_files, batch_size, progress, desc="reference", protocol=proto)
         result["failures"]["reference"] = ref.failures
         result["missing"] = sorted(set(ref_files) - set(gen_files))
@@ -186,8 +197,8 @@ def evaluate_enhancement(
     from genflow.audio import load_audio
     from genflow.metrics.speech import SE_SAMPLE_RATE, speech_metrics
 
-    enh_files, clean_files = list_audio(enhanced), list_audio(clean)
-    noisy_files = list_audio(noisy) if noisy is not None else {}
+    enh_files, clean_files = required_audio(enhanced, "--enhanced"), required_audio(clean, "--clean")
+    noisy_files = required_audio(noisy, "--noisy") if noisy is not None else {}
     ids = sorted(set(enh_files) & set(clean_files))
     result: dict[str, Any] = {
         "enhanced": str(enhanced), "clean": str(clean), "noisy": None if noisy is None else str(noisy),

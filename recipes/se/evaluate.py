@@ -10,6 +10,7 @@ prints a markdown table, and saves <out>_metrics.png and <out>_best_worst.png.
 
 import sys
 
+from genflow.cli.common import run_main
 from genflow.cli.evaluate import enhancement
 
 
@@ -19,4 +20,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_main(main, sys.argv[1:]))

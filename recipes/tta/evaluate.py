@@ -11,6 +11,7 @@ panns[:weights] (adds KL + IS), clap[:id-or-folder], or a local CLAP folder. See
 
 import sys
 
+from genflow.cli.common import run_main
 from genflow.cli.evaluate import generation
 from genflow.metrics.clap import CLAP_GENERAL
 
@@ -21,4 +22,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_main(main, sys.argv[1:]))
