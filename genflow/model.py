@@ -21,7 +21,6 @@ gates enter as ``tanh(1 - g)`` (attention) and ``1 - g`` (MLP), which ``gate="un
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from genflow import hub
+from genflow.config import from_dict
 
 MODEL_TYPE = "genflow-dit"
 
@@ -76,13 +76,7 @@ class DiTConfig:
     @classmethod
     def from_dict(cls, d: dict) -> DiTConfig:
         """Build from a dict, failing on unknown keys with the nearest valid name."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in names:
-                near = difflib.get_close_matches(key, names, n=1)
-                hint = f"did you mean {near[0]!r}?" if near else f"valid fields: {names}"
-                raise ValueError(f"unknown DiTConfig field {key!r}; {hint}")
-        return cls(**d)
+        return from_dict(cls, d, "DiTConfig")
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,6 @@ ConvNeXt backbone at 50 Hz and an ISTFT head (n_fft 1280, hop 320, "same" paddin
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genflow.codecs.base import Codec
+from genflow.config import from_dict
 from genflow.dsp import htk_mel_filterbank
 
 SAMPLE_RATE = 16000
@@ -62,17 +62,7 @@ class DashengTokenizerConfig:
     @classmethod
     def from_dict(cls, d: dict) -> DashengTokenizerConfig:
         """Parse an official config dict; HF bookkeeping keys are ignored, unknown keys are errors."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        kwargs = {}
-        for k, v in d.items():
-            if k in HF_KEYS:
-                continue
-            if k not in names:
-                near = difflib.get_close_matches(k, names, n=1)
-                hint = f" Did you mean {near[0]!r}?" if near else ""
-                raise ValueError(f"Unknown DashengTokenizer config key {k!r}.{hint} Valid keys: {names}")
-            kwargs[k] = v
-        return cls(**kwargs)
+        return from_dict(cls, d, "DashengTokenizer config", ignore=HF_KEYS)
 
     def to_dict(self) -> dict:
         """The official ``config.json`` layout (``model_type`` lets loaders dispatch on it)."""

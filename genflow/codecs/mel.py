@@ -22,7 +22,6 @@ It needs no weights, so tests, CI and the demo recipes run anywhere.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import typing
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from genflow.codecs.base import Codec
+from genflow.config import from_dict
 from genflow.dsp import slaney_mel_filterbank
 
 MODEL_TYPE = "genflow-mel"
@@ -82,17 +82,7 @@ class MelCodecConfig:
     @classmethod
     def from_dict(cls, d: dict) -> MelCodecConfig:
         """Build from a dict; ``model_type`` is ignored, unknown keys fail with the nearest valid name."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        kwargs = {}
-        for k, v in d.items():
-            if k == "model_type":
-                continue
-            if k not in names:
-                near = difflib.get_close_matches(k, names, n=1)
-                hint = f" Did you mean {near[0]!r}?" if near else ""
-                raise ValueError(f"unknown mel codec setting {k!r}.{hint} Valid settings: {names}")
-            kwargs[k] = v
-        return cls(**kwargs)
+        return from_dict(cls, d, "mel codec config", ignore=("model_type",))
 
     @classmethod
     def from_string(cls, overrides: str) -> MelCodecConfig:
