@@ -416,13 +416,8 @@ class DiT(nn.Module):
 
     def save_pretrained(self, save_directory: str | os.PathLike, state_dict: dict | None = None) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (``state_dict`` e.g. EMA or gathered weights)."""
-        folder = Path(save_directory)
-        state = state_dict if state_dict is not None else self.state_dict()
-        state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
-        hub.check_keys(self.state_dict(), state, "the state_dict to save")
-        hub.write_weights(folder / "model.safetensors", state)
-        hub.write_json(folder / "config.json", {"model_type": MODEL_TYPE, **dataclasses.asdict(self.config)})
-        return folder
+        return hub.save_model(save_directory, self, state_dict, {"model_type": MODEL_TYPE,
+                                                                 **dataclasses.asdict(self.config)})
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, revision: str | None = None) -> DiT:
