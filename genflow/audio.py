@@ -8,7 +8,6 @@ to fix it; a missing file raises ``AudioFileNotFoundError``, which is both an ``
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 
@@ -154,15 +153,11 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_r
         raise ValueError(f"cannot save {path!r}: the waveform has NaN/inf samples; clean it first")
     if subtype != "FLOAT":
         x = np.clip(x, -1.0, 1.0)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    from genflow.hub import atomic_write
+
     try:
-        os.makedirs(folder, exist_ok=True)
-        sf.write(tmp, x, int(sample_rate), subtype=subtype, format=ext.upper())
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            sf.write(tmp, x, int(sample_rate), subtype=subtype, format=ext.upper())
     except (OSError, RuntimeError) as e:  # read-only or full disk, a file where a folder should be (libsndfile)
         raise AudioWriteError(f"cannot write {path!r} ({type(e).__name__}: {e}); check that its folder can be "
                               "created and written to and that the disk has space") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from genflow.dsp import slaney_mel_filterbank, stft_magnitude
+from genflow.hub import atomic_write
 
 
 def log_mel_db(wav: torch.Tensor, sample_rate: int, n_mels: int = 80, top_db: float = 80.0) -> np.ndarray:
@@ -58,9 +59,6 @@ def save_spectrogram_grid(
         ax.set_xlabel("s", fontsize=7)
         ax.set_yticks([])
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    tmp.replace(path)
-    return path
+    with atomic_write(path) as tmp:  # the temp name keeps the .png suffix (matplotlib picks the format by it)
+        fig.savefig(tmp, dpi=80)
+    return Path(path)

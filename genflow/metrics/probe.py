@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from genflow import hub
 from genflow.dsp import slaney_mel_filterbank, stft_magnitude
 
 MODEL_TYPE = "genflow-probe"
@@ -121,16 +122,8 @@ class AudioProbe(nn.Module):
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``config.json`` (settings + labels) and ``model.safetensors`` into ``folder``."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         meta = {"model_type": MODEL_TYPE, "labels": self.labels, **dataclasses.asdict(self.config)}
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(folder / "model.safetensors.tmp"))
-        os.replace(folder / "model.safetensors.tmp", folder / "model.safetensors")
-        (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-        return folder
+        return hub.save_model(folder, self, None, meta)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> AudioProbe:

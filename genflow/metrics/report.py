@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from genflow import hub
 
 
 def _clean(x: Any) -> Any:
@@ -29,12 +30,7 @@ def _clean(x: Any) -> Any:
 
 def write_json(path: str | os.PathLike, result: Mapping[str, Any]) -> Path:
     """Write ``result`` as indented JSON (NaN written as null), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(result), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return hub.write_json(path, _clean(result))
 
 
 def markdown_table(rows: Mapping[str, Mapping[str, float]], digits: int = 4) -> str:
