@@ -33,6 +33,11 @@ class Codec(nn.Module):
         return torch.device("cpu")
 
     @property
+    def output_sample_rate(self) -> int:
+        """Samples per second of what ``decode`` returns: ``sample_rate`` unless a wider decoder was trained."""
+        return self.sample_rate
+
+    @property
     def hop_length(self) -> int:
         """Waveform samples per latent frame."""
         return round(self.sample_rate / self.frame_rate)
@@ -46,7 +51,7 @@ class Codec(nn.Module):
         raise NotImplementedError
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """(B, T, latent_dim) latent -> (B, N') waveform at ``sample_rate``."""
+        """(B, T, latent_dim) latent -> (B, N') waveform at ``output_sample_rate``."""
         raise NotImplementedError
 
     def freeze(self) -> Codec:
