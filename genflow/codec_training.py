@@ -40,7 +40,7 @@ logger = logging.getLogger("genflow.codec_training")
 class GanConfig:
     """What codec training adds to ``TrainConfig`` (whose ``lr`` and betas are the generator's)."""
 
-    disc_lr: float = 2e-4
+    disc_lr: float = 2e-4  # its schedule (train.lr_schedule, warm-up) counts discriminator steps, from gan_start_step
     mel_weight: float = 45.0  # Vocos' mel_loss_coeff
     resolution_weight: float = 0.1  # Vocos' mrd_loss_coeff: weight of the multi-resolution terms
     gan_start_step: int = 0  # mel loss only before this step (Vocos' pretrain_mel_steps)
@@ -213,8 +213,6 @@ def train_step(run: CodecRun, batch: dict) -> tuple[torch.Tensor, dict[str, torc
         run.accelerator.backward(loss_d)
         d_norm = _step(run, run.disc_optimizer, run.disc_scheduler, run.disc.parameters())
         parts |= {"loss_disc": loss_d.detach(), "grad_norm_disc": d_norm.detach()}
-    else:
-        run.disc_scheduler.step()  # the schedules stay in step
     mel = run.mel_loss(fake, real)
     loss = run.gan.mel_weight * mel
     if gan_on:
