@@ -37,9 +37,10 @@ def recipe():
 def test_mel_decoder_trains_resumes_exactly_and_releases_a_codec(tmp_path):
     main = recipe()
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    main(FAST + ["--out", str(straight), "--train.save_every", "100"])
-    main(FAST + ["--out", str(resumed), "--max-steps", "2"])
-    main(FAST + ["--out", str(resumed), "--resume", "latest", "--train.sample_every", "4"])  # previews at step 4
+    ema = ["--gan.ema", "true"]  # steps 0 (mel loss only) and 1-3 (GAN): the resume crosses into the GAN phase
+    main(FAST + ema + ["--out", str(straight), "--train.save_every", "4"])
+    main(FAST + ema + ["--out", str(resumed), "--max-steps", "2"])
+    main(FAST + ema + ["--out", str(resumed), "--resume", "latest", "--train.sample_every", "4"])  # previews at 4
     a, b = (load_file(str(r / "release" / "model.safetensors")) for r in (straight, resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     da, db = (load_file(str(r / "checkpoints" / "checkpoint-4" / "discriminator.safetensors"))
@@ -48,7 +49,9 @@ def test_mel_decoder_trains_resumes_exactly_and_releases_a_codec(tmp_path):
     state = json.loads((resumed / "checkpoints" / "checkpoint-4" / "genflow_state.json").read_text())
     assert state["step"] == 4 and "disc_scheduler" in state
     first = load_file(str(resumed / "checkpoints" / "checkpoint-2" / "model.safetensors"))
-    assert any(not torch.equal(first[k], a[k]) for k in a), "two more steps must change the decoder"
+    raw = load_file(str(straight / "checkpoints" / "checkpoint-4" / "model.safetensors"))
+    assert any(not torch.equal(first[k], raw[k]) for k in raw), "two more steps must change the decoder"
+    assert any(not torch.equal(raw[k], a[k]) for k in a), "the release must hold the EMA, not the raw weights"
     assert (resumed / "samples" / "step-0000004" / "spectrograms.png").stat().st_size > 1000
 
     codec = load_codec(resumed / "release")
@@ -65,6 +68,7 @@ def test_official_decoder_keys_load_strictly_into_the_trainable_decoder(tmp_path
     official = load_file(str(FIXTURE / "model.safetensors"))
     own = codec.state_dict()
     assert own.keys() == official.keys() and all(torch.equal(own[k], official[k]) for k in own)
+    assert "output_sample_rate" not in codec.config.to_dict()  # a 16 kHz decoder keeps the official config layout
     trainable = {n for n, p in codec.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith(("decoder.", "upsampler.")) for n in trainable)
     # the training path is the inference path: reconstruct == decode(encode) == the official code's output
