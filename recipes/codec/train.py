@@ -110,14 +110,14 @@ def main(argv: list[str] | None = None) -> Path:
     """Parse flags, build the trainable codec and the clips, run the GAN loop; returns the release folder."""
     cfg, args = parse_config(PRESETS, "mel-demo", argv, __doc__, extra=[RESUME_FLAG], aliases=ALIASES)
     configure_logging()
+    rows = load_rows(cfg.data.train, (cfg.data.audio_key,), cfg.data, out=cfg.train.out)  # before any weights load
+    rows = [{"id": r["id"], "audio": r[cfg.data.audio_key]} for r in rows]
     set_seed(cfg.train.seed)  # the same new decoder weights on every process and in every rerun
     codec = build_trainable_codec(cfg.codec, cfg.decoder)
     frozen = codec.frozen_prefixes(cfg.decoder.train_injection)
     trainable = sum(p.numel() for p in codec.parameters() if p.requires_grad)
     logger.info("codec %s: %.2f M trainable parameters, decoding at %d Hz", cfg.codec, trainable / 1e6,
                 codec.output_sample_rate)
-    rows = load_rows(cfg.data.train, (cfg.data.audio_key,), cfg.data, out=cfg.train.out)
-    rows = [{"id": r["id"], "audio": r[cfg.data.audio_key]} for r in rows]
     frames = max(1, round(cfg.data.max_seconds * codec.frame_rate))
     dataset = TextAudioDataset(rows, codec_sample_rate=codec.output_sample_rate, hop_length=codec.output_hop_length,
                                max_frames=frames, seed=cfg.train.seed)  # targets at the decoder's rate
