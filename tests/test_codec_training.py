@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from genflow.codecs import load_codec
+from genflow.codecs import decode_latent, load_codec
 from genflow.codecs.dasheng import DashengTokenizer
 from genflow.codecs.discriminators import DiscriminatorConfig, Discriminators
 from genflow.codecs.losses import MultiResolutionMelLoss, discriminator_loss, feature_matching, generator_loss
@@ -102,6 +102,7 @@ def test_dasheng_decoder_to_24k_trains_and_releases(tmp_path):
     assert all(torch.equal(released[k], official[k]) for k in official if k.startswith("encoder."))
     latent = codec.encode(0.1 * torch.randn(1, 16000))  # 25 frames
     assert codec.decode(latent).shape == (1, 25 * 960)
+    assert decode_latent(codec, latent[0], sample_rate=16000).shape == (16000,)  # resampled from 24 kHz
     config = json.loads((out / "release" / "config.json").read_text())
     assert config["output_sample_rate"] == 24000 and config["istft_hop"] == 480
 

@@ -120,7 +120,7 @@ class MelVocosCodec(Codec):
     def frozen_prefixes(self, train_injection: bool) -> tuple[str, ...]:
         """Nothing to freeze: the mel encoder has no weights (there is no injection layer to train)."""
         if train_injection:
-            raise ValueError("the mel codec's encoder has no weights to train; set --codec_train.train_injection "
+            raise ValueError("the mel codec's encoder has no weights to train; set --decoder.train_injection "
                              "false (it applies to DashengTokenizer's acoustic injection)")
         return ()
 
