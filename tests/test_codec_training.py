@@ -127,3 +127,28 @@ def test_every_discriminator_parameter_gets_a_gradient():
     assert len(logits) == len(feats) == 3 and disc.kinds() == ["period", "period", "resolution"]
     sum(x.mean() for x in logits).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in disc.parameters())
+
+
+def test_a_wider_decoder_generates_and_enhances_at_its_rate():
+    """A 24 kHz decoder of the same latents: generate returns 24 kHz clips, enhance the caller's rate and length."""
+    from genflow.codecs.mel_vocos import MelVocosConfig
+    from genflow.conditioning import Conditioner
+    from genflow.model import DiT
+    from genflow.pipeline import Generator
+    from genflow.sampling import SamplingSettings
+
+    class Text(torch.nn.Module):  # a constant 3-token caption embedding (T5 would take seconds to load)
+        dim = 8
+
+        def forward(self, prompts: list[str]):
+            return torch.ones(len(prompts), 3, self.dim), torch.ones(len(prompts), 3, dtype=torch.bool)
+
+    codec = MelVocosCodec(MelVocosConfig(output_sample_rate=24000, dim=16, intermediate_dim=32, depth=1)).freeze()
+    text = Text()
+    tta = Generator(DiT.from_preset("tiny", latent_dim=64, text_dim=text.dim).eval(), Conditioner(codec, text),
+                    SamplingSettings(steps=2, duration_s=1.0))
+    assert tta.sample_rate == 24000 and tta.generate(["a test"])[0].shape == (24000,)
+    se = Generator(DiT.from_preset("tiny", latent_dim=64, aligned_dim=64).eval(), Conditioner(codec),
+                   SamplingSettings(steps=2))
+    out = se.enhance(0.1 * torch.randn(8000), 8000)
+    assert out.shape == (8000,) and torch.isfinite(out).all()

@@ -42,6 +42,13 @@ class Codec(nn.Module):
         """Waveform samples per latent frame."""
         return round(self.sample_rate / self.frame_rate)
 
+    @property
+    def output_hop_length(self) -> int:
+        """Decoded samples per latent frame (``hop_length`` unless the decoder writes another rate)."""
+        if self.output_sample_rate == self.sample_rate:
+            return self.hop_length
+        return round(self.output_sample_rate / self.frame_rate)
+
     def num_frames(self, num_samples: int) -> int:
         """Latent frames that ``encode`` returns for ``num_samples`` samples."""
         raise NotImplementedError
