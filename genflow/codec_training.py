@@ -100,6 +100,9 @@ def build(cfg: TrainConfig, gan: GanConfig, codec: nn.Module, frozen: tuple[str,
     if cfg.grad_accum != 1:
         raise ValueError(f"train.grad_accum={cfg.grad_accum}: codec training steps both optimizers every batch; "
                          "use --train.grad_accum 1 and a larger --train.batch_size")
+    if cfg.mixed_precision == "fp16":  # one grad scaler for two optimizers is not handled (nor tested) here
+        raise ValueError("train.mixed_precision=fp16: codec training runs in fp32 or bf16; use --train.mixed_precision "
+                         "bf16 (or no)")
     accelerator = make_accelerator(cfg, run_config)
     disc = Discriminators(gan.discriminator)
     params = [p for p in codec.parameters() if p.requires_grad]
