@@ -19,8 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +147,44 @@ def verify(folder: Path, *, hashes: bool = True) -> str | None:
 def listed(folder: Path) -> set[str]:
     """The file names ``folder``'s manifest lists (the only files a resume reads)."""
     return set(hub.read_json(folder / MANIFEST)["files"])
+
+
+@contextmanager
+def staged(accelerator, root: Path, step: int, keep: int, tag: str | None = None) -> Iterator[Path]:
+    """Write ``root/checkpoint-STEP`` under a temp name: every process enters, fills the yielded folder, exits.
+
+    On exit each process adds its RNG states, then the main process writes the manifest (last), renames the
+    folder into place and deletes checkpoints beyond the newest ``keep``. A crash leaves only a ``.tmp``
+    folder, which no resume reads. Shared by the DiT loop and codec training (``genflow.codec_training``).
+    """
+    final = root / f"checkpoint-{step}"
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    yield tmp
+    save_rng(tmp / f"rng-rank{accelerator.process_index}.safetensors")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_manifest(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in rotate(root, keep, final):
+            logger.info("deleted %s (train.save_total_limit=%d)", old, keep)
+        logger.info("saved %s%s", final, f" ({tag})" if tag else "")
+    accelerator.wait_for_everyone()
+
+
+def restore_rng(ckpt: Path, process_index: int) -> None:
+    """This process's RNG states from ``ckpt`` when it saved them (a warning, not an error, when it did not)."""
+    name = f"rng-rank{process_index}.safetensors"
+    if name in listed(ckpt):
+        load_rng(ckpt / name)
+    else:  # more processes than when it was saved: the run goes on, but not bit-identically
+        logger.warning("%s has no %s: this process's random state starts fresh", ckpt, name)
 
 
 # ------------------------------------------------------------------------------ finding and rotating

@@ -62,7 +62,8 @@ class Generator:
 
     @property
     def sample_rate(self) -> int:
-        return self.codec.sample_rate
+        """The rate of generated audio: the codec decoder's (24/44.1 kHz for a decoder trained wider, recipes/codec)."""
+        return self.codec.output_sample_rate
 
     def _sample(self, noise, settings: SamplingSettings, progress=False, **conditions) -> torch.Tensor:
         """Noise (B, T, C) -> latents with the settings' solver/schedule/guidance (fp32 in, fp32 out)."""
@@ -76,7 +77,7 @@ class Generator:
     def _frames(self, settings: SamplingSettings, text, text_mask) -> list[int]:
         """Latent frames per prompt: from ``duration_s``, or the model's own prediction when it is None."""
         if settings.duration_s is not None:
-            samples = max(1, round(settings.duration_s * self.sample_rate))
+            samples = max(1, round(settings.duration_s * self.codec.sample_rate))  # at the encoder's rate
             return [max(1, self.codec.num_frames(samples))] * len(text)
         predict = getattr(self.model, "predict_frames", None)
         if predict is None:
@@ -120,7 +121,7 @@ class Generator:
                                   text_mask=text_mask, mask=mask.to(self.device) if ragged else None)
             audio = self.codec.decode(latent).float().cpu()  # (B, ~samples): trim/pad to the exact length
             for row, n in zip(audio, frames):
-                samples = n * self.codec.hop_length if cfg.duration_s is None else exact
+                samples = n * self.codec.output_hop_length if cfg.duration_s is None else exact
                 out.append(torch.nn.functional.pad(row, (0, max(0, samples - row.numel())))[:samples])
         return out
 
@@ -145,9 +146,9 @@ class Generator:
         if seconds < shortest:
             self._warn_once("short", f"an input of {seconds:.3f} s is shorter than any clip this model was trained "
                                      f"on ({shortest:g} s); expect a poor result")
-        x = resample(wav, sample_rate, self.sample_rate) if sample_rate != self.sample_rate else wav
-        windows = Windows(x.numel(), self.codec.hop_length, cfg.chunk_s * self.sample_rate,
-                          cfg.overlap_s * self.sample_rate)
+        rate = self.codec.sample_rate  # enhancement runs at the encoder's rate (a wider decoder's output is resampled)
+        x = resample(wav, sample_rate, rate) if sample_rate != rate else wav
+        windows = Windows(x.numel(), self.codec.hop_length, cfg.chunk_s * rate, cfg.overlap_s * rate)
         padded = torch.nn.functional.pad(x, (0, windows.padded - x.numel()))
         noise_all = make_noise((self.codec.num_frames(windows.padded) + 1, self.codec.latent_dim), seed=seed)
         out, weight = torch.zeros(windows.padded), torch.zeros(windows.padded)
@@ -158,6 +159,8 @@ class Generator:
             cond, _ = self.conditioner.encode_audio(audio)
             noise = torch.stack([noise_all[s // hop : s // hop + cond.shape[1]] for s in group]).to(self.device)
             clean = self.codec.decode(self._sample(noise, cfg, aligned=cond)).float().cpu()
+            if self.sample_rate != rate:
+                clean = resample(clean, self.sample_rate, rate)
             for s, piece in zip(group, clean):
                 m = min(piece.numel(), windows.width)
                 w = windows.weights(s)
@@ -166,7 +169,7 @@ class Generator:
         # Where the decoder's output was shorter than the window (codec frame rounding) nothing was
         # written; dividing by the summed fade weights keeps the crossfade exact elsewhere.
         out = torch.where(weight > 1e-6, out / weight.clamp_min(1e-6), torch.zeros_like(out))[: x.numel()]
-        return resample(out, self.sample_rate, sample_rate) if sample_rate != self.sample_rate else out
+        return resample(out, rate, sample_rate) if sample_rate != rate else out
 
 
 class Windows:

@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import resource
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -198,8 +196,8 @@ class Run:
         return self.accelerator.device
 
 
-def build(cfg: TrainConfig, model: torch.nn.Module, conditioner: Conditioner, run_config: dict | None = None) -> Run:
-    """Accelerator, optimizer, LR schedule, EMA; the frozen conditioner is moved, never prepared."""
+def make_accelerator(cfg: TrainConfig, run_config: dict | None) -> Accelerator:
+    """The Accelerator of a run, seeded; logging, the resolved config (RUN/config.json) and trackers set up."""
     out = Path(cfg.out)
     log_with = None if cfg.log_with == "none" else cfg.log_with
     accelerator = Accelerator(
@@ -217,6 +215,13 @@ def build(cfg: TrainConfig, model: torch.nn.Module, conditioner: Conditioner, ru
     if log_with:
         accelerator.init_trackers("genflow", config={k: v for k, v in vars(cfg).items()})
         log_data_report(accelerator, out)
+    return accelerator
+
+
+def build(cfg: TrainConfig, model: torch.nn.Module, conditioner: Conditioner, run_config: dict | None = None) -> Run:
+    """Accelerator, optimizer, LR schedule, EMA; the frozen conditioner is moved, never prepared."""
+    out = Path(cfg.out)
+    accelerator = make_accelerator(cfg, run_config)
     conditioner.to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   weight_decay=cfg.weight_decay)
@@ -262,11 +267,7 @@ def resume(run: Run, ckpt: Path) -> None:
     if run.ema_file not in files:
         raise ValueError(f"{ckpt}: no {run.ema_file}; resume with the process count and sharding it was saved with")
     run.ema.load(ckpt / run.ema_file)
-    rng = f"rng-rank{run.accelerator.process_index}.safetensors"
-    if rng in files:
-        checkpoint.load_rng(ckpt / rng)
-    else:  # more processes than when it was saved: the run goes on, but not bit-identically
-        logger.warning("%s has no %s: this process's random state starts fresh", ckpt, rng)
+    checkpoint.restore_rng(ckpt, run.accelerator.process_index)
     logger.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, run.state.step, run.state.epoch,
                 run.state.batch_in_epoch)
 
@@ -327,10 +328,14 @@ class Meter:
 
     def __init__(self, run: Run):
         self.loss_sum = torch.zeros((), device=run.device)
+        self.others: dict[str, torch.Tensor] = {}
         self.count, self.t_last, self.step_last = 0, time.perf_counter(), run.state.step
 
-    def add(self, loss: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, **others: torch.Tensor) -> None:
+        """Accumulate the loss (and other named scalars, e.g. the parts of a GAN loss) of a micro-step."""
         self.loss_sum += loss
+        for name, value in others.items():
+            self.others[name] = self.others.get(name, 0.0) + value.detach()
         self.count += 1
 
     def log(self, run: Run, grad_norm, dataset: Dataset, progress: tqdm) -> None:
@@ -347,6 +352,7 @@ class Meter:
             # clips replaced by the dataset (counted here with num_workers=0) + dropped by collate
             "bad_files": run.state.bad_files_total + getattr(dataset, "num_bad", 0),
             "bad_steps": run.state.bad_steps_total,
+            **{k: run.accelerator.reduce(v / max(1, self.count), "mean").item() for k, v in self.others.items()},
         }
         progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
         if run.cfg.log_with != "none":
@@ -354,6 +360,7 @@ class Meter:
         if run.accelerator.is_main_process:
             logger.info("step %d %s", run.state.step, " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
         self.loss_sum.zero_()
+        self.others.clear()
         self.count, self.t_last, self.step_last = 0, time.perf_counter(), run.state.step
 
 
@@ -376,33 +383,18 @@ def save_checkpoint(run: Run, tag: str | None = None) -> None:
     so a folder without one is incomplete. Rotation keeps the newest ``save_total_limit`` verified ones.
     """
     accelerator, state = run.accelerator, run.state
-    final = run.out / "checkpoints" / f"checkpoint-{state.step}"
-    tmp = final.with_name(final.name + ".tmp")
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    model_sd, optim_sd = _state_dicts(run)  # every process takes part in the FSDP gather
-    if accelerator.is_main_process:
-        tmp.mkdir(parents=True)
-        hub.write_weights(tmp / "model.safetensors", model_sd)
-        checkpoint.save_optimizer(tmp / "optimizer.safetensors", optim_sd)
-    accelerator.wait_for_everyone()
-    if run.ema_file != "ema.safetensors" or accelerator.is_main_process:  # every shard, or the one file
-        run.ema.save(tmp / run.ema_file)
-    checkpoint.save_rng(tmp / f"rng-rank{accelerator.process_index}.safetensors")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-        hub.write_json(tmp / checkpoint.STATE, {**state.state_dict(), "scheduler": run.scheduler.state_dict(),
-                                                "scaler": scaler, "accelerator_step": accelerator.step})
-        checkpoint.write_manifest(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in checkpoint.rotate(final.parent, run.cfg.save_total_limit, final):
-            logger.info("deleted %s (train.save_total_limit=%d)", old, run.cfg.save_total_limit)
-        logger.info("saved %s%s", final, f" ({tag})" if tag else "")
-    accelerator.wait_for_everyone()
+    with checkpoint.staged(accelerator, run.out / "checkpoints", state.step, run.cfg.save_total_limit, tag) as tmp:
+        model_sd, optim_sd = _state_dicts(run)  # every process takes part in the FSDP gather
+        if accelerator.is_main_process:
+            hub.write_weights(tmp / "model.safetensors", model_sd)
+            checkpoint.save_optimizer(tmp / "optimizer.safetensors", optim_sd)
+        accelerator.wait_for_everyone()
+        if run.ema_file != "ema.safetensors" or accelerator.is_main_process:  # every shard, or the one file
+            run.ema.save(tmp / run.ema_file)
+        if accelerator.is_main_process:
+            scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+            hub.write_json(tmp / checkpoint.STATE, {**state.state_dict(), "scheduler": run.scheduler.state_dict(),
+                                                    "scaler": scaler, "accelerator_step": accelerator.step})
 
 
 def make_preview(run: Run, preview: Callable, settings: SamplingSettings) -> None:

@@ -6,6 +6,7 @@
     load_codec("path/to/folder")                  # dispatch on config.json's model_type (or diffusers _class_name)
     load_codec("owner/name@rev:subfolder")        # a hub id (or FOLDER:SUBFOLDER): fetched, then dispatched alike
     load_codec("stabilityai/stable-audio-open-1.0:vae")  # an Oobleck VAE (genflow.codecs.vae)
+    load_codec("runs/codec-mel/release")          # a decoder trained by recipes/codec (mel-vocos or dashengtokenizer)
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ __all__ = ["Codec", "MelCodec", "MelCodecConfig", "load_codec", "encode_audio", 
 
 DASHENG_HUB_ID = "mispeech/dashengtokenizer"
 DASHENG_MODEL_TYPE = "dashengtokenizer"
+MEL_VOCOS_MODEL_TYPE = "genflow-mel-vocos"  # = genflow.codecs.mel_vocos.MODEL_TYPE (a trained decoder, recipes/codec)
 VALID_FORMS = (
     "'mel' or 'mel:key=value,...' (MelCodecConfig fields, e.g. 'mel:n_mels=80,frame_rate=50'); "
     f"'dasheng' (= {DASHENG_HUB_ID!r}); a local folder or hub id 'owner/name[@revision][:subfolder]' whose "
-    f"config.json has model_type {MEL_MODEL_TYPE!r}, {DASHENG_MODEL_TYPE!r} or 'genflow-oobleck-vae', or is a "
+    f"config.json has model_type {MEL_MODEL_TYPE!r}, {MEL_VOCOS_MODEL_TYPE!r}, {DASHENG_MODEL_TYPE!r} or "
+    "'genflow-oobleck-vae', or is a "
     "diffusers AutoencoderOobleck (e.g. 'stabilityai/stable-audio-open-1.0:vae')"
 )
 VAE_MODEL_TYPE = "genflow-oobleck-vae"  # = genflow.codecs.vae.MODEL_TYPE (kept here: vae.py imports diffusers lazily)
@@ -39,6 +42,12 @@ def _load_dasheng(folder: str) -> Codec:
     return DashengTokenizer.from_pretrained(folder)
 
 
+def _load_mel_vocos(folder: str) -> Codec:
+    from genflow.codecs.mel_vocos import MelVocosCodec
+
+    return MelVocosCodec.from_pretrained(folder)
+
+
 def _load_vae(folder: str) -> Codec:
     from genflow.codecs.vae import OobleckVAECodec  # lazy: imports diffusers
 
@@ -48,7 +57,7 @@ def _load_vae(folder: str) -> Codec:
 
 #: config.json model_type (or a diffusers _class_name) -> loader of that folder
 CODEC_LOADERS = {MEL_MODEL_TYPE: MelCodec.from_pretrained, DASHENG_MODEL_TYPE: _load_dasheng,
-                 VAE_MODEL_TYPE: _load_vae, "AutoencoderOobleck": _load_vae}
+                 MEL_VOCOS_MODEL_TYPE: _load_mel_vocos, VAE_MODEL_TYPE: _load_vae, "AutoencoderOobleck": _load_vae}
 
 
 def _load_folder(ref: str) -> Codec:
