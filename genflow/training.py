@@ -87,7 +87,8 @@ class TrainConfig:
     log_with: str = "tensorboard"  # "tensorboard" | "wandb" | "none"
     process_group_timeout_s: int = 1800  # collective timeout (NCCL/gloo): raise it for long first-launch caches
     stop_check_every: int = 10  # steps between the cross-rank checks for SIGTERM/SIGINT (one all-reduce each)
-    compile_blocks: bool = False  # torch.compile each DiT block (opt-in; the first steps pay the compilation)
+    compile_blocks: str = ""  # torch.compile each DiT block with this backend ("inductor"); "" = off (opt-in:
+    # the first steps pay the compilation)
 
     def __post_init__(self):
         """Check every field on construction, so a bad ``--train.*`` flag fails before anything loads."""
@@ -102,6 +103,10 @@ class TrainConfig:
             _check(self, name, lambda v: 0 <= v < 1, "a value in [0, 1)")
         for name in ("min_lr_ratio", "text_dropout", "aligned_dropout"):
             _check(self, name, lambda v: 0 <= v <= 1, "a value in [0, 1]")
+        if self.compile_blocks:
+            backends = torch._dynamo.list_backends(exclude_tags=())
+            _check(self, "compile_blocks", lambda v: v in backends, "'' (off) or a torch.compile backend such as "
+                   "inductor (the default one) or aot_eager (no code generation)")
         for name, choices in (("lr_schedule", ("cosine", "constant")), ("mixed_precision", ("no", "bf16", "fp16")),
                               ("timesteps", ("logit_normal", "uniform")),
                               ("log_with", ("tensorboard", "wandb", "none"))):
@@ -241,7 +246,7 @@ def build(cfg: TrainConfig, model: torch.nn.Module, conditioner: Conditioner, ru
     conditioner.to(accelerator.device)
     _reduce_in_fp32(accelerator)
     if cfg.compile_blocks:
-        compile_blocks(model)
+        compile_blocks(model, cfg.compile_blocks)
     # Fused AdamW (one kernel for all parameters) where the device has it; the model is moved first so
     # the optimizer sees its parameters where they will live.
     fused = accelerator.device.type == "cuda" and accelerator.distributed_type != DistributedType.FSDP
@@ -277,16 +282,16 @@ def _reduce_in_fp32(accelerator: Accelerator) -> None:
                                                          output_dtype=dtype)
 
 
-def compile_blocks(model: torch.nn.Module) -> None:
+def compile_blocks(model: torch.nn.Module, backend: str = "inductor") -> None:
     """``torch.compile`` every DiT block in place (``Module.compile``: state-dict keys stay as they are)."""
     from genflow.model import DiTBlock
 
     blocks = [m for m in model.modules() if isinstance(m, DiTBlock)]
     if not blocks:
-        raise ValueError(f"train.compile_blocks=true, but {type(model).__name__} has no DiTBlock to compile; "
-                         "drop --train.compile_blocks")
+        raise ValueError(f"train.compile_blocks={backend!r}, but {type(model).__name__} has no DiTBlock to "
+                         "compile; drop --train.compile_blocks")
     for block in blocks:
-        block.compile(dynamic=True)  # lengths vary from batch to batch: one graph for all of them
+        block.compile(backend=backend, dynamic=True)  # lengths vary from batch to batch: one graph for all
     logger.info("torch.compile: %d DiT blocks (compiled on their first call)", len(blocks))
 
 

@@ -1,0 +1,204 @@
+"""Scaling fixes checked on the CPU: fp16 skips with a grad scaler, one persistent loader, EMA swaps,
+work dealt by seconds, validation spread and stored, no attention mask without padding, compiled blocks,
+previews outside inference mode, and the shared-filesystem check with two gloo processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.optimizer import AcceleratedOptimizer
+from torch import nn
+
+import genflow.training as training
+from genflow.conditioning import BatchKeys, Conditioner
+from genflow.data import LengthBucketSampler, collate, validate_spread
+from genflow.distributed import deal, gather_json
+from genflow.ema import EMA
+from genflow.model import DiT
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Latents(nn.Module):
+    """A stand-in conditioner: batches already hold (B, T, C) latents."""
+
+    def forward(self, batch: dict, device: torch.device) -> dict:
+        return {"x": batch["x"].to(device), "mask": None, "text": None, "text_mask": None, "aligned": None}
+
+
+def tiny_run(tmp_path: Path, **train) -> training.Run:
+    cfg = training.TrainConfig(out=str(tmp_path / "run"), log_with="none", warmup_steps=0, **train)
+    torch.manual_seed(0)
+    return training.build(cfg, DiT.from_preset("tiny", text_dim=0, aligned_dim=0), Latents())
+
+
+def test_fp16_skipped_step_still_updates_the_grad_scaler(tmp_path, monkeypatch):
+    """A non-finite fp16 step lowers the scale and the next step trains (no "unscale_() already called")."""
+    run = tiny_run(tmp_path)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    monkeypatch.setattr(Accelerator, "mixed_precision", property(lambda self: "fp16"))
+    monkeypatch.setattr(run.accelerator, "native_amp", True)
+    # what Accelerate builds for fp16 on a GPU, here around the CPU grad scaler
+    run.accelerator.scaler = scaler
+    run.optimizer = AcceleratedOptimizer(run.optimizer.optimizer, device_placement=False, scaler=scaler)
+    run.accelerator._optimizers = [run.optimizer]
+    real = training.flow_loss
+    monkeypatch.setattr(training, "flow_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    batch = {"x": torch.randn(2, 6, 8)}
+    _, norm = training.train_step(run, batch, 0.0, 0.0)
+    assert not torch.isfinite(norm) and run.state.bad_steps_total == 1
+    assert scaler.get_scale() == 2.0**9  # the scaler saw the overflow
+    monkeypatch.setattr(training, "flow_loss", real)
+    before = [p.detach().clone() for p in run.model.parameters()]
+    _, norm = training.train_step(run, batch, 0.0, 0.0)  # raised RuntimeError before the fix
+    assert torch.isfinite(norm) and run.bad_streak == 0
+    assert any(not torch.equal(a, p) for a, p in zip(before, run.model.parameters()))
+
+
+def test_compiled_blocks_train_and_keep_their_weight_names(tmp_path):
+    run = tiny_run(tmp_path, compile_blocks="eager")  # graph capture only: fast (inductor: bench/train_gpu.py)
+    names = set(run.accelerator.unwrap_model(run.model).state_dict())
+    assert names == set(DiT.from_preset("tiny", text_dim=0, aligned_dim=0).state_dict())
+    for _ in range(2):
+        loss, norm = training.train_step(run, {"x": torch.randn(2, 5, 8)}, 0.0, 0.0)
+        assert torch.isfinite(loss) and torch.isfinite(norm)
+    with pytest.raises(ValueError, match="compile_blocks"):
+        training.TrainConfig(compile_blocks="no-such-backend")
+
+
+class EpochItems(torch.utils.data.Dataset):
+    """Items that say which epoch they were read in."""
+
+    def __init__(self):
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int) -> dict:
+        return {"x": torch.full((1,), float(i)), "epoch": self.epoch}
+
+
+def test_one_persistent_loader_tracks_epochs_and_resumes(tmp_path):
+    """Worker copies of the dataset see each batch's epoch; the position restarts mid-epoch exactly."""
+    run = tiny_run(tmp_path, num_workers=1)
+    sampler = LengthBucketSampler([1] * 6, 2, seed=0)  # 3 batches an epoch
+    data = training.batches(run, EpochItems(), sampler, collate)
+    seen = [next(data) for _ in range(7)]
+    assert [b["epoch"][0] for b in seen] == [0, 0, 0, 1, 1, 1, 2]
+    assert (run.state.epoch, run.state.batch_in_epoch) == (2, 1)
+    run.state.epoch, run.state.batch_in_epoch = 1, 1  # resume after the 5th batch
+    again = training.batches(run, EpochItems(), sampler, collate)
+    rest = [next(again) for _ in range(2)]
+    assert [b["x"].tolist() for b in rest] == [b["x"].tolist() for b in seen[4:6]]
+    assert [b["epoch"][0] for b in rest] == [1, 1]
+
+
+def test_ema_applied_swaps_exactly():
+    model = nn.Linear(4, 3)
+    ema = EMA(model.parameters(), decay=0.5, warmup=False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update()
+    raw = [p.detach().clone() for p in model.parameters()]
+    averaged = [s.clone() for s in ema.shadow]
+    with ema.applied():
+        assert all(torch.equal(p, s) for p, s in zip(model.parameters(), averaged))
+    assert all(torch.equal(p, r) for p, r in zip(model.parameters(), raw))
+    assert all(torch.equal(s, a) for s, a in zip(ema.shadow, averaged))
+
+
+def test_deal_balances_seconds_not_counts():
+    seconds = [30.0, 1.0, 1.0, 1.0, 1.0, 28.0, 2.0, 2.0]
+    plan = deal(seconds, 2)
+    assert sorted(i for p in plan for i in p) == list(range(8))
+    loads = [sum(seconds[i] for i in p) for p in plan]
+    assert max(loads) - min(loads) <= 2.0  # dealt round-robin by count: 34 vs 32, here 33 vs 33
+    assert deal(seconds, 2) == plan and gather_json({"a": 1}) == [{"a": 1}]
+
+
+def test_no_attention_mask_without_padding():
+    keys = BatchKeys(target="audio", cached=True)
+    cond = Conditioner(codec=None, keys=keys)
+    full = cond({"audio": torch.randn(2, 5, 3), "lengths": torch.tensor([5, 5])}, torch.device("cpu"))
+    padded = cond({"audio": torch.randn(2, 5, 3), "lengths": torch.tensor([5, 3])}, torch.device("cpu"))
+    assert full["mask"] is None
+    assert padded["mask"].tolist()[1] == [True, True, True, False, False]
+
+
+def test_validation_is_spread_and_stored(tmp_path, monkeypatch):
+    import genflow.recipe as recipe
+    from genflow.recipe import DataConfig
+
+    src = ROOT / "data" / "demo" / "tta"
+    rows = [json.loads(line) for line in (src / "train.jsonl").read_text().splitlines()[:4]]
+    for row in rows:
+        row["audio"] = str(src / row["audio"])
+        row["id"] = row["audio"]
+    rows.append({"audio": str(tmp_path / "missing.wav"), "id": "missing"})
+    good, report = validate_spread(rows, ("audio",))
+    assert len(good) == 4 and report.counts == {"missing": 1}
+    first, _ = recipe.validated(rows, ("audio",), DataConfig(), tmp_path)
+    monkeypatch.setattr(recipe, "validate_spread", lambda *a, **k: pytest.fail("decoded again"))
+    again, stored = recipe.validated(rows, ("audio",), DataConfig(), tmp_path)
+    assert again == first == good and stored.counts == {"missing": 1}
+
+
+def test_preview_generator_runs_outside_inference_mode():
+    from genflow.pipeline import Generator
+
+    modes = []
+    model = DiT.from_preset("tiny", text_dim=0, aligned_dim=0).eval()
+    model.register_forward_hook(lambda *_: modes.append(torch.is_inference_mode_enabled()))
+    cond = Conditioner(_Identity())
+    for inference in (True, False):
+        Generator(model, cond, inference_mode=inference)._sample(torch.randn(1, 4, 8), _settings())
+    assert modes[0] and not modes[-1]
+
+
+class _Identity(nn.Module):
+    sample_rate, frame_rate, latent_dim = 16000, 25.0, 8
+
+
+def _settings():
+    from genflow.sampling import SamplingSettings
+
+    return SamplingSettings(steps=2, guidance_scale=1.0)
+
+
+SHARED_FS = """
+import sys, torch
+from pathlib import Path
+from accelerate import Accelerator
+from genflow.training import check_shared_filesystem
+acc = Accelerator(cpu=True)
+root = Path(sys.argv[1])
+try:
+    check_shared_filesystem(acc, root / ("run" if acc.process_index == 0 or sys.argv[2] == "same" else "other"))
+    print("shared ok", acc.process_index)
+except RuntimeError as e:
+    print("refused:", e)
+"""
+
+
+def test_ranks_that_see_different_run_folders_are_refused(tmp_path):
+    script = tmp_path / "check.py"
+    script.write_text(SHARED_FS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1",
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # (the "same folder" case runs in every two-process training test)
+    for mode, expected in (("split", "do not share the run folder"),):
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+                               str(tmp_path), mode], env=env, capture_output=True, text=True, timeout=120)
+        assert done.stdout.count(expected) == 2, done.stdout[-2000:] + done.stderr[-2000:]
