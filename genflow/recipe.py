@@ -222,7 +222,8 @@ def run_training(cfg: RunConfig, conditioner: Conditioner, model: torch.nn.Modul
     """Build the batch sampler, then run ``genflow.training.train`` on ``model``."""
     state = process_state()
     sampler = LengthBucketSampler(dataset.lengths, cfg.train.batch_size, seed=cfg.train.seed,
-                                  num_replicas=state.num_processes, rank=state.process_index)
+                                  num_replicas=state.num_processes, rank=state.process_index,
+                                  max_frames=cfg.train.max_batch_frames or None)
     release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None, "prompt_template": cfg.prompt_template,
                "sampling": cfg.sampling.to_dict(), "trained_seconds": [cfg.data.min_seconds, cfg.data.max_seconds]}
     return train(cfg.train, model, dataset, sampler, collate, conditioner.with_keys(keys), release=release,

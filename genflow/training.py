@@ -59,7 +59,8 @@ class TrainConfig:
 
     out: str = "runs/demo"  # run folder: config.json, checkpoints/, logs/, samples/, release/
     max_steps: int = 1000  # optimizer steps
-    batch_size: int = 8  # clips per process per micro-step
+    batch_size: int = 8  # clips per process per micro-step (the most, with max_batch_frames)
+    max_batch_frames: int = 0  # frame budget per micro-batch: clips x longest <= budget (0 = batch_size clips)
     grad_accum: int = 1
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -95,7 +96,7 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "grad_accum", "log_every", "save_every", "save_total_limit",
                      "max_bad_steps", "process_group_timeout_s", "stop_check_every"):
             _check(self, name, lambda v: v >= 1, "an integer >= 1")
-        for name in ("warmup_steps", "sample_every", "num_workers", "weight_decay"):
+        for name in ("warmup_steps", "sample_every", "num_workers", "weight_decay", "max_batch_frames"):
             _check(self, name, lambda v: v >= 0, "a number >= 0")
         for name in ("lr", "max_grad_norm", "timestep_std", "timestep_shift"):
             _check(self, name, lambda v: v > 0, "a positive number")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
@@ -202,3 +203,28 @@ def test_ranks_that_see_different_run_folders_are_refused(tmp_path):
         done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
                                str(tmp_path), mode], env=env, capture_output=True, text=True, timeout=120)
         assert done.stdout.count(expected) == 2, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_ranks_draw_each_step_from_the_same_length_bucket():
+    lengths = np.random.default_rng(0).integers(10, 1000, size=400).tolist()
+    ranks = [list(LengthBucketSampler(lengths, 4, seed=0, num_replicas=4, rank=r)) for r in range(4)]
+    assert len({len(r) for r in ranks}) == 1
+    flat = [i for r in ranks for b in r for i in b]
+    assert len(flat) == len(set(flat)) == 400
+    longest = np.array([[max(lengths[i] for i in b) for b in r] for r in ranks])  # (rank, step)
+    # the slowest rank sets each step's time: its longest clip is close to every other rank's, unlike when
+    # one global batch order is dealt round-robin (what the sampler did before)
+    aligned = np.mean(longest.max(0) - longest.min(0))
+    one = list(LengthBucketSampler(lengths, 4, seed=0))
+    dealt = np.array([[max(lengths[i] for i in b) for b in one[r : len(one) // 4 * 4 : 4]] for r in range(4)])
+    assert aligned < 0.2 * np.mean(longest) and aligned < 0.3 * np.mean(dealt.max(0) - dealt.min(0))
+
+
+def test_frame_budget_sizes_batches_by_their_longest_clip():
+    lengths = [250] * 20 + [25] * 40
+    sampler = LengthBucketSampler(lengths, 16, seed=0, max_frames=500)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(60))
+    assert all(len(b) * max(lengths[i] for i in b) <= 500 for b in batches)
+    assert max(len(b) for b in batches) == 16 and min(len(b) for b in batches) == 2
