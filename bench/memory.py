@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -185,8 +186,11 @@ def check() -> None:
     print("| width x depth | batch x frames | bf16 | ckpt | measured GiB | model GiB | model / measured |")
     print("|---|---|---|---|---:|---:|---:|")
     for spec in CHECKS:
+        # a fixed mmap threshold: glibc then returns every large freed block at once, so max RSS is the
+        # peak of live tensors rather than of heap fragments glibc keeps
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
         done = subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec)], capture_output=True,
-                              text=True, check=True)
+                              text=True, check=True, env=env)
         measured = json.loads(done.stdout.strip().splitlines()[-1])["measured"]
         width, depth, heads, batch, frames, bf16, ckpt = spec
         cfg = DiTConfig(latent_dim=64, width=width, depth=depth, heads=heads, text_dim=0)
