@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
+from torch.utils.data import IterableDataset
 
 from genflow import hub
 from genflow.cli.config import config_to_dict
@@ -34,6 +35,7 @@ from genflow.data import (
     resolve_cache_dir,
     validate_spread,
 )
+from genflow.data.stream import ShardStream, expand_shards, is_stream
 from genflow.lora import LoraSettings, add_lora
 from genflow.model import DiT, DiTConfig
 from genflow.release import load_release
@@ -47,7 +49,8 @@ logger = logging.getLogger("genflow.recipe")
 class DataConfig:
     """Where the clips are and how they are cut."""
 
-    train: str = ""  # JSONL manifest, paths relative to it
+    train: str = ""  # JSONL manifest (paths relative to it), or WebDataset tar shards ('shards/train-{000..127}.tar',
+    # local or any URL webdataset opens; captioned recipes): streamed, see genflow.data.stream
     noise: str = ""  # noise manifest {"audio"} mixed on the fly (speech enhancement without pairs)
     snr_min: float = -5.0
     snr_max: float = 20.0
@@ -221,12 +224,13 @@ def run_training(cfg: RunConfig, conditioner: Conditioner, model: torch.nn.Modul
                  preview: Callable | None, resume: str | None) -> Path:
     """Build the batch sampler, then run ``genflow.training.train`` on ``model``."""
     state = process_state()
-    sampler = LengthBucketSampler(dataset.lengths, cfg.train.batch_size, seed=cfg.train.seed,
-                                  num_replicas=state.num_processes, rank=state.process_index,
-                                  max_frames=cfg.train.max_batch_frames or None)
+    sampler = None if isinstance(dataset, IterableDataset) else LengthBucketSampler(
+        dataset.lengths, cfg.train.batch_size, seed=cfg.train.seed, num_replicas=state.num_processes,
+        rank=state.process_index, max_frames=cfg.train.max_batch_frames or None)
+    collate_fn = None if sampler is None else collate  # a stream yields collated batches
     release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None, "prompt_template": cfg.prompt_template,
                "sampling": cfg.sampling.to_dict(), "trained_seconds": [cfg.data.min_seconds, cfg.data.max_seconds]}
-    return train(cfg.train, model, dataset, sampler, collate, conditioner.with_keys(keys), release=release,
+    return train(cfg.train, model, dataset, sampler, collate_fn, conditioner.with_keys(keys), release=release,
                  run_config=config_to_dict(cfg), preview=preview, resume_from=resume)
 
 
@@ -241,10 +245,17 @@ def train_captioned(cfg: RunConfig, resume: str | None = None) -> Path:
 
     cfg, conditioner, model = setup(cfg, aligned=False)
     codec = conditioner.codec
-    rows = load_rows(cfg.data.train, ("audio",), cfg.data, out=cfg.train.out, text_key="caption")
-    cache = latent_cache(cfg, rows, codec, ("audio",))
-    dataset = TextAudioDataset(rows, cache=cache, codec_sample_rate=codec.sample_rate, hop_length=codec.hop_length,
-                               max_frames=max_frames(cfg, codec), seed=cfg.train.seed)
+    if is_stream(cfg.data.train):  # tar shards: streamed, decoded in the workers, encoded on the GPU
+        state, cache = process_state(), None
+        dataset = ShardStream(expand_shards(cfg.data.train), sample_rate=codec.sample_rate,
+                              hop_length=codec.hop_length, max_frames=max_frames(cfg, codec),
+                              batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=state.process_index,
+                              world=state.num_processes)
+    else:
+        rows = load_rows(cfg.data.train, ("audio",), cfg.data, out=cfg.train.out, text_key="caption")
+        cache = latent_cache(cfg, rows, codec, ("audio",))
+        dataset = TextAudioDataset(rows, cache=cache, codec_sample_rate=codec.sample_rate,
+                                   hop_length=codec.hop_length, max_frames=max_frames(cfg, codec), seed=cfg.train.seed)
     prompts = list(cfg.preview)
 
     def preview(generator) -> dict:

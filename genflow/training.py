@@ -129,13 +129,17 @@ class RunState:
         self.batch_in_epoch = 0  # micro-batches of this epoch already consumed
         self.bad_steps_total = 0
         self.bad_files_total = 0
+        self.stream: dict = {}  # streamed shards (genflow.data.stream): each worker stream's position
 
     def state_dict(self) -> dict:
         return dict(vars(self))
 
     def load_state_dict(self, state: dict) -> None:
         for k in vars(self):
-            setattr(self, k, int(state[k]))
+            if k == "stream":
+                self.stream = dict(state.get("stream") or {})
+            else:
+                setattr(self, k, int(state[k]))
 
 
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
@@ -366,6 +370,9 @@ def batches(run: Run, dataset: Dataset, batch_sampler, collate_fn: Callable) -> 
     chained, and each index carries its epoch, so the workers' copies of the dataset draw that epoch's
     crops and noises, and the loop learns where an epoch ended from the batches themselves.
     """
+    if batch_sampler is None:  # an IterableDataset of collated batches (streamed shards)
+        yield from _streamed(run, dataset)
+        return
     # The loader gets its own generator: creating an iterator must not draw from the global RNG, or a
     # resumed run (new iterator mid-epoch) would see other noise than an uninterrupted one.
     state, workers = run.state, run.cfg.num_workers
@@ -378,6 +385,22 @@ def batches(run: Run, dataset: Dataset, batch_sampler, collate_fn: Callable) -> 
         if epoch != state.epoch:  # the previous epoch ended: this batch is the first of the next one
             state.epoch, state.batch_in_epoch = epoch, 0
         state.batch_in_epoch += 1
+        state.bad_files_total += int(batch.get("num_skipped", 0))
+        yield batch
+
+
+def _streamed(run: Run, dataset) -> Iterator[dict]:
+    """Batches of a ``ShardStream``, its worker streams reopened where the run's checkpoint left them."""
+    state, workers = run.state, run.cfg.num_workers
+    dataset.position = state.stream
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
+                        pin_memory=run.device.type == "cuda")
+    for batch in loader:
+        stream, epoch, shard, sample = batch.pop("_stream")
+        # DataLoader takes batches from its workers round-robin: the next one comes from the next stream
+        state.stream = {"streams": {**state.stream.get("streams", {}), str(stream): [epoch, shard, sample]},
+                        "next": (stream + 1) % max(1, workers)}
+        state.epoch, state.batch_in_epoch = epoch, state.batch_in_epoch + 1
         state.bad_files_total += int(batch.get("num_skipped", 0))
         yield batch
 
