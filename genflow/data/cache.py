@@ -191,8 +191,10 @@ def build_latent_cache(
     todo = [i for i in range(len(shards)) if i not in set(done)]
     seconds = _item_weights(items, rows, keys)
     mine = [todo[j] for j in deal([sum(seconds[k] for k in shards[i]) for i in todo], world)[rank]]
-    stats = {"shards": len(shards), "written": 0, "skipped": len(done) if rank == 0 else 0, "failed": [],
-             "seconds": sum(seconds[k] for i in mine for k in shards[i])}
+    stats = {"shards": len(shards), "written": 0, "skipped": len(done) if rank == 0 else 0, "failed": []}
+    if world > 1:
+        log.info("latent cache: process %d encodes %d shards, %.0f s of audio (or bytes when rows carry no "
+                 "duration)", rank, len(mine), sum(seconds[k] for i in mine for k in shards[i]))
     bar = tqdm(total=sum(len(shards[i]) for i in mine), desc=f"latent cache {out_dir.name}", unit="clip",
                disable=rank != 0)
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
