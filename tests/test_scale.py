@@ -31,10 +31,10 @@ class Latents(nn.Module):
         return {"x": batch["x"].to(device), "mask": None, "text": None, "text_mask": None, "aligned": None}
 
 
-def tiny_run(tmp_path: Path, **train) -> training.Run:
+def tiny_run(tmp_path: Path, model: dict | None = None, **train) -> training.Run:
     cfg = training.TrainConfig(out=str(tmp_path / "run"), log_with="none", warmup_steps=0, **train)
     torch.manual_seed(0)
-    return training.build(cfg, DiT.from_preset("tiny", text_dim=0, aligned_dim=0), Latents())
+    return training.build(cfg, DiT.from_preset("tiny", text_dim=0, aligned_dim=0, **(model or {})), Latents())
 
 
 def test_fp16_skipped_step_still_updates_the_grad_scaler(tmp_path, monkeypatch):
@@ -61,9 +61,12 @@ def test_fp16_skipped_step_still_updates_the_grad_scaler(tmp_path, monkeypatch):
 
 
 def test_compiled_blocks_train_and_keep_their_weight_names(tmp_path):
-    run = tiny_run(tmp_path, compile_blocks="eager")  # graph capture only: fast (inductor: bench/train_gpu.py)
+    one_block = {"depth": 1, "long_skip": False}  # graph capture of one block: fast (inductor: bench/train_gpu.py)
+    run = tiny_run(tmp_path, one_block, compile_blocks="eager")
     names = set(run.accelerator.unwrap_model(run.model).state_dict())
-    assert names == set(DiT.from_preset("tiny", text_dim=0, aligned_dim=0).state_dict())
+    assert names == set(DiT.from_preset("tiny", text_dim=0, aligned_dim=0, **one_block).state_dict())
+    blocks = run.accelerator.unwrap_model(run.model).blocks
+    assert all(getattr(b, "_compiled_call_impl", None) is not None for b in blocks)  # Module.compile in place
     loss, norm = training.train_step(run, {"x": torch.randn(2, 5, 8)}, 0.0, 0.0)
     assert torch.isfinite(loss) and torch.isfinite(norm)
     with pytest.raises(ValueError, match="compile_blocks"):
