@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -164,41 +163,41 @@ def setup(args, out: str):
 
 def measure(args) -> None:
     """Warm up, time ``--steps`` steps, print the table on the main process."""
-    with tempfile.TemporaryDirectory() as tmp:
-        run, data, cfg = setup(args, tmp)
-        model = run.accelerator.unwrap_model(run.model)
-        for _ in range(args.warmup):
-            first = timed_step(run, data, {})
-        backend = sdpa_backend(run, first)
-        if run.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(run.device)
-        times, valid, padded, flops = {}, 0, 0, 0.0
-        for _ in range(args.steps):
-            batch = timed_step(run, data, times)
-            valid += int(batch["lengths"].sum())
-            padded += batch["audio"].shape[0] * batch["audio"].shape[1]
-            flops += step_flops(model, batch["audio"].shape[1], batch["audio"].shape[0], 64)
-        total = sum(times.values())
-        name, peak = device_peak(run.device, run.accelerator.mixed_precision)
-        memory = (torch.cuda.max_memory_allocated(run.device) / 2**30 if run.device.type == "cuda"
-                  else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
-        if not run.accelerator.is_main_process:
-            return
-        params = sum(p.numel() for p in model.parameters())
-        print(f"\n{args.preset} ({params / 1e9:.2f} B), {run.accelerator.num_processes} x {name}, "
-              f"{run.accelerator.mixed_precision}, {run.accelerator.distributed_type}, batch {args.batch} x "
-              f"[{args.min_seconds:g}, {args.seconds:g}] s, checkpointing {args.checkpointing}, "
-              f"compile {args.compile or 'off'}, {args.steps} steps after {args.warmup} warm-up\n")
-        rows = {"valid latent frames/s per GPU": f"{valid / total:,.0f}",
-                "steps/s": f"{args.steps / total:.3f}",
-                "MFU": f"{100 * flops / total / (peak * 1e12):.1f} %" if peak else "n/a (no known peak)",
-                "padding (padded frames not valid)": f"{100 * (1 - valid / padded):.1f} %",
-                "SDPA backend": backend,
-                "peak memory (GiB; CPU: max RSS)": f"{memory:.2f}"}
-        rows |= {f"time: {k}": f"{1000 * v / args.steps:.1f} ms ({100 * v / total:.0f} %)" for k, v in times.items()}
-        print("| figure | value |\n|---|---:|")
-        for k, v in rows.items():
-            print(f"| {k} | {v} |")
+    # the run folder must be one every process sees (genflow checks it at start)
+    run, data, cfg = setup(args, args.out)
+    model = run.accelerator.unwrap_model(run.model)
+    for _ in range(args.warmup):
+        first = timed_step(run, data, {})
+    backend = sdpa_backend(run, first)
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    times, valid, padded, flops = {}, 0, 0, 0.0
+    for _ in range(args.steps):
+        batch = timed_step(run, data, times)
+        valid += int(batch["lengths"].sum())
+        padded += batch["audio"].shape[0] * batch["audio"].shape[1]
+        flops += step_flops(model, batch["audio"].shape[1], batch["audio"].shape[0], 64)
+    total = sum(times.values())
+    name, peak = device_peak(run.device, run.accelerator.mixed_precision)
+    memory = (torch.cuda.max_memory_allocated(run.device) / 2**30 if run.device.type == "cuda"
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    if not run.accelerator.is_main_process:
+        return
+    params = sum(p.numel() for p in model.parameters())
+    print(f"\n{args.preset} ({params / 1e9:.2f} B), {run.accelerator.num_processes} x {name}, "
+          f"{run.accelerator.mixed_precision}, {run.accelerator.distributed_type}, batch {args.batch} x "
+          f"[{args.min_seconds:g}, {args.seconds:g}] s, checkpointing {args.checkpointing}, "
+          f"compile {args.compile or 'off'}, {args.steps} steps after {args.warmup} warm-up\n")
+    rows = {"valid latent frames/s per GPU": f"{valid / total:,.0f}",
+            "steps/s": f"{args.steps / total:.3f}",
+            "MFU": f"{100 * flops / total / (peak * 1e12):.1f} %" if peak else "n/a (no known peak)",
+            "padding (padded frames not valid)": f"{100 * (1 - valid / padded):.1f} %",
+            "SDPA backend": backend,
+            "peak memory (GiB; CPU: max RSS)": f"{memory:.2f}"}
+    rows |= {f"time: {k}": f"{1000 * v / args.steps:.1f} ms ({100 * v / total:.0f} %)" for k, v in times.items()}
+    print("| figure | value |\n|---|---:|")
+    for k, v in rows.items():
+        print(f"| {k} | {v} |")
 
 
 def main() -> None:
@@ -215,6 +214,7 @@ def main() -> None:
     p.add_argument("--precision", choices=("no", "bf16", "fp16"), default=None, help="default: bf16 on GPU")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every block")
     p.add_argument("--compile", default="", help="torch.compile backend for the blocks, e.g. inductor")
+    p.add_argument("--out", default="runs/bench-train-gpu", help="run folder (config, logs); shared by all processes")
     measure(p.parse_args())
 
 

@@ -315,12 +315,14 @@ def check_shared_filesystem(accelerator: Accelerator, out: Path) -> None:
         hub.write_text(marker, str(int(token.item())))
     accelerator.wait_for_everyone()
     seen = marker.read_text().strip() if marker.is_file() else None
-    ok = torch.tensor(float(seen == str(int(token.item()))), device=accelerator.device)
-    if accelerator.reduce(ok, "sum").item() < accelerator.num_processes:
+    mine = seen == str(int(token.item()))
+    seeing = int(accelerator.reduce(torch.tensor(float(mine), device=accelerator.device), "sum").item())
+    if seeing < accelerator.num_processes:
         raise RuntimeError(
-            f"process {accelerator.process_index} sees {'no' if seen is None else 'another'} {marker} "
-            f"(found {seen!r}): the processes do not share the run folder {out}; genflow needs --out on a "
-            "filesystem every node mounts at the same path (NFS, Lustre, ...); see docs/scaling.md")
+            f"{accelerator.num_processes - seeing} of {accelerator.num_processes} processes do not see the marker "
+            f"the main process wrote in {out} (process {accelerator.process_index} found {seen!r}): the processes "
+            "do not share the run folder; genflow needs --out on a filesystem every node mounts at the same path "
+            "(NFS, Lustre, ...); see docs/scaling.md")
     accelerator.wait_for_everyone()
 
 
