@@ -8,7 +8,6 @@ to fix it; a missing file raises ``AudioFileNotFoundError``, which is both an ``
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 
@@ -77,12 +76,8 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
                      info.format, info.subtype)
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
-    """Read any soundfile-readable file as a float32 mono (N,) tensor, resampled to ``sample_rate`` if given.
-
-    Multichannel audio is downmixed by the mean over channels; resampling uses soxr (high quality).
-    Returns ``(wav, rate)`` where ``rate`` is ``sample_rate`` if given, else the file's own rate.
-    """
+def read_audio_channels(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
+    """Read any soundfile-readable file as float32 (channels, N) at its own rate; never empty, never NaN."""
     path = os.fspath(path)
     _check_file(path)
     try:
@@ -96,7 +91,17 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
         bad = int((~np.isfinite(data)).sum())
         raise AudioError(f"audio file {path!r} contains {bad} NaN/inf samples; expected finite samples, "
                          "re-export it (float WAVs from a diverged model often carry NaN)")
-    wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])  # (N,)
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)  # (channels, N)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
+    """Read any soundfile-readable file as a float32 mono (N,) tensor, resampled to ``sample_rate`` if given.
+
+    Multichannel audio is downmixed by the mean over channels; resampling uses soxr (high quality).
+    Returns ``(wav, rate)`` where ``rate`` is ``sample_rate`` if given, else the file's own rate.
+    """
+    data, sr = read_audio_channels(path)  # (channels, N)
+    wav = data.mean(0) if data.shape[0] > 1 else data[0]  # (N,)
     if sample_rate is not None and sample_rate != sr:
         wav = resample(wav, sr, sample_rate)
         sr = sample_rate
@@ -148,15 +153,11 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_r
         raise ValueError(f"cannot save {path!r}: the waveform has NaN/inf samples; clean it first")
     if subtype != "FLOAT":
         x = np.clip(x, -1.0, 1.0)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    from genflow.hub import atomic_write
+
     try:
-        os.makedirs(folder, exist_ok=True)
-        sf.write(tmp, x, int(sample_rate), subtype=subtype, format=ext.upper())
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            sf.write(tmp, x, int(sample_rate), subtype=subtype, format=ext.upper())
     except (OSError, RuntimeError) as e:  # read-only or full disk, a file where a folder should be (libsndfile)
         raise AudioWriteError(f"cannot write {path!r} ({type(e).__name__}: {e}); check that its folder can be "
                               "created and written to and that the disk has space") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)

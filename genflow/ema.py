@@ -64,10 +64,10 @@ class EMA:
 
     def save(self, path: str | Path) -> None:
         """Write this process's shadows to safetensors (under FSDP each process holds, and saves, its shard)."""
-        from safetensors.torch import save_file
+        from genflow.hub import write_weights
 
-        tensors = {f"shadow.{i}": _local(t).detach().contiguous().cpu() for i, t in enumerate(self.shadow)}
-        save_file(tensors, str(path), metadata={"decay": str(self.decay), "num_updates": str(self.num_updates)})
+        tensors = {f"shadow.{i}": _local(t) for i, t in enumerate(self.shadow)}
+        write_weights(path, tensors, metadata={"decay": str(self.decay), "num_updates": str(self.num_updates)})
 
     def load(self, path: str | Path) -> None:
         """Read shadows written by ``save`` (same model, same sharding)."""

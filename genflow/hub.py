@@ -190,6 +190,18 @@ def write_weights(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
     return Path(path)
 
 
+def save_model(folder: str | os.PathLike, model: nn.Module, state_dict: Mapping[str, torch.Tensor] | None,
+               config: dict) -> Path:
+    """``model.safetensors`` (``state_dict`` or the model's own, wrapper prefixes removed, keys checked strictly)
+    then ``config.json``, both atomically: a folder with a config.json is complete."""
+    state = state_dict if state_dict is not None else model.state_dict()
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
+    check_keys(model.state_dict(), state, "the state_dict to save")
+    write_weights(Path(folder) / "model.safetensors", state)
+    write_json(Path(folder) / "config.json", config)
+    return Path(folder)
+
+
 @contextlib.contextmanager
 def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Yield ``folder.tmp`` to fill; on success it replaces ``folder`` (the old one is kept until then)."""

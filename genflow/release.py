@@ -13,7 +13,6 @@ another model family (the official generator, say) registers its loader in ``MOD
 
 from __future__ import annotations
 
-import difflib
 import os
 import shutil
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from genflow import hub
+from genflow.config import check_known
 from genflow.model import MODEL_TYPE, DiT
 from genflow.sampling import SamplingSettings
 
@@ -53,10 +53,7 @@ def read_pipeline_dict(meta: dict, where: str) -> dict:
     """Check a pipeline dict: the format, no unknown keys, valid sampling settings."""
     if meta.get("format") != FORMAT:
         raise ValueError(f"{where}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    for key in sorted(set(meta) - set(PIPELINE_KEYS)):  # like config.json: fail, naming the nearest valid key
-        near = difflib.get_close_matches(key, PIPELINE_KEYS, n=1)
-        raise ValueError(f"{where}: unknown key {key!r}{f' (did you mean {near[0]!r}?)' if near else ''}; "
-                         f"expected only {list(PIPELINE_KEYS)}: fix the file or re-run the release step")
+    check_known(sorted(meta), PIPELINE_KEYS, f"{where} (fix the file or re-run the release step)")
     if not meta.get("codec"):
         raise ValueError(f"{where}: no codec; expected a codec name, hub id or folder under 'codec'")
     SamplingSettings.from_dict(meta.get("sampling") or {}, where=f"{where} 'sampling'")

@@ -425,3 +425,40 @@ def test_warnings_are_given_once(releases, tmp_path, caplog):
                          "--steps", "1"]) == 0
     assert caplog.text.count("an input of 0.010 s is shorter than any clip") == 1
     assert sorted(tree(tmp_path / "se")) == ["a.wav", "b.wav"]
+
+
+# ----------------------------------------------------------------------------------------- evaluation inputs
+
+
+@pytest.mark.parametrize("recipe, flags, says", [
+    ("tta", ["--generated", "{missing}", "--reference", "{empty}"], "--generated {missing}: no such folder"),
+    ("tta", ["--generated", "{empty}", "--reference", "{clips}"], "--generated {empty}: the folder holds no audio"),
+    ("ttm", ["--generated", "{clips}", "--reference", "{missing}"], "--reference {missing}: no such folder"),
+    ("se", ["--enhanced", "{clips}", "--clean", "{empty}"], "--clean {empty}: the folder holds no audio"),
+    ("se", ["--enhanced", "{clips}", "--clean", "{clips}", "--noisy", "{missing}"], "--noisy {missing}: no such"),
+])
+def test_evaluation_folders_missing_or_empty_end_in_one_line(tmp_path, capsys, recipe, flags, says):
+    folders = {"missing": tmp_path / "missing", "empty": tmp_path / "empty", "clips": tmp_path / "clips"}
+    folders["empty"].mkdir()
+    folders["clips"].mkdir()
+    shutil.copy(SPEECH, folders["clips"] / "a.wav")
+    argv = [f.format(**folders) for f in flags] + ["--out", str(tmp_path / "report.json")]
+    assert run_main(script(f"recipes/{recipe}/evaluate.py").main, argv) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {says.format(**folders)}"), lines
+    assert not (tmp_path / "report.json").exists()  # nothing written
+
+
+def test_fd_from_too_few_clips_is_refused_unless_asked_and_then_marked(tmp_path, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    shutil.copy(SPEECH, clips / "a.wav")
+    evaluate = script("recipes/tta/evaluate.py").main
+    argv = ["--generated", str(clips), "--reference", str(clips), "--out", str(tmp_path / "r.json")]
+    assert run_main(evaluate, argv) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "--allow-small-fd" in lines[0] and "10" in lines[0], lines
+    assert not (tmp_path / "r.json").exists()
+    assert run_main(evaluate, argv + ["--allow-small-fd"]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report.get("small_sample"), report.keys()

@@ -23,16 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-import soundfile as sf
 import torch
 
 from genflow.audio import load_audio, resample, save_audio
 from genflow.cli.common import add_release_flags, check_out_folder, int_arg, load_release
 from genflow.cli.config import Parser
+from genflow.dsp import find_audio_files
 from genflow.sampling import SamplingSettings, overrides_from_args
-
-# Extensions soundfile (libsndfile) reads, lower case, without the dot.
-READABLE = {ext.lower() for ext in sf.available_formats()} | {"mp3", "ogg", "oga", "opus", "aif", "wave"}
 
 
 def output_name(rel: Path) -> Path:
@@ -51,7 +48,7 @@ def collect(inputs: list[str], out: Path) -> list[tuple[Path, Path]]:
             if out_abs == root or root in out_abs.parents:
                 raise SystemExit(f"error: --out {out} is (inside) the input folder {item}; it would write next "
                                  "to or over the inputs. Choose an output folder outside every input folder")
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in READABLE)
+            files = find_audio_files(path)
             if not files:
                 print(f"warning: no audio files found under {item}", file=sys.stderr)
             jobs += [(f, out / output_name(f.relative_to(path))) for f in files]

@@ -15,8 +15,6 @@ ConvNeXt backbone at 50 Hz and an ISTFT head (n_fft 1280, hop 320, "same" paddin
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import os
 from dataclasses import dataclass
 
@@ -25,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genflow.codecs.base import Codec
+from genflow.config import from_dict
+from genflow.dsp import htk_mel_filterbank
 
 SAMPLE_RATE = 16000
 SEM_HOP = 160  # semantic mel hop (hard-coded in the official code)
@@ -62,17 +62,7 @@ class DashengTokenizerConfig:
     @classmethod
     def from_dict(cls, d: dict) -> DashengTokenizerConfig:
         """Parse an official config dict; HF bookkeeping keys are ignored, unknown keys are errors."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        kwargs = {}
-        for k, v in d.items():
-            if k in HF_KEYS:
-                continue
-            if k not in names:
-                near = difflib.get_close_matches(k, names, n=1)
-                hint = f" Did you mean {near[0]!r}?" if near else ""
-                raise ValueError(f"Unknown DashengTokenizer config key {k!r}.{hint} Valid keys: {names}")
-            kwargs[k] = v
-        return cls(**kwargs)
+        return from_dict(cls, d, "DashengTokenizer config", ignore=HF_KEYS)
 
     def to_dict(self) -> dict:
         """The official ``config.json`` layout (``model_type`` lets loaders dispatch on it)."""
@@ -82,23 +72,6 @@ class DashengTokenizerConfig:
 # ----------------------------------------------------------------------------------------------------
 # Front-ends (torchaudio-equivalent MelSpectrogram / AmplitudeToDB with the same buffer names)
 # ----------------------------------------------------------------------------------------------------
-
-
-def mel_filterbank(
-    n_freqs: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None
-) -> torch.Tensor:
-    """HTK triangular mel filterbank, no norm, (n_freqs, n_mels): torchaudio's ``melscale_fbanks``."""
-    f_max = sample_rate / 2 if f_max is None else f_max
-    all_freqs = torch.linspace(0, sample_rate // 2, n_freqs)
-    m_min = 2595.0 * math.log10(1.0 + f_min / 700.0)
-    m_max = 2595.0 * math.log10(1.0 + f_max / 700.0)
-    m_pts = torch.linspace(m_min, m_max, n_mels + 2)
-    f_pts = 700.0 * (10 ** (m_pts / 2595.0) - 1.0)
-    f_diff = f_pts[1:] - f_pts[:-1]  # (n_mels + 1,)
-    slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)  # (n_freqs, n_mels + 2)
-    down = -slopes[:, :-2] / f_diff[:-1]
-    up = slopes[:, 2:] / f_diff[1:]
-    return torch.clamp(torch.min(down, up), min=0.0)
 
 
 class Spectrogram(nn.Module):
@@ -122,7 +95,7 @@ class MelScale(nn.Module):
 
     def __init__(self, n_mels: int, n_freqs: int):
         super().__init__()
-        self.register_buffer("fb", mel_filterbank(n_freqs, n_mels, SAMPLE_RATE))
+        self.register_buffer("fb", htk_mel_filterbank(n_freqs, n_mels, SAMPLE_RATE))
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:  # (B, F, T) -> (B, n_mels, T)
         return torch.matmul(spec.transpose(-1, -2), self.fb.to(spec.dtype)).transpose(-1, -2)

@@ -35,7 +35,6 @@ A genflow VAE codec folder:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ import torch
 
 from genflow import hub
 from genflow.codecs.base import Codec
+from genflow.config import from_dict
 
 MODEL_TYPE = "genflow-oobleck-vae"
 VAE_CLASS = "AutoencoderOobleck"
@@ -65,15 +65,9 @@ class VAECodecConfig:
     @classmethod
     def from_dict(cls, d: dict) -> VAECodecConfig:
         """Build from ``config.json``; ``model_type`` is checked, unknown keys fail with the nearest name."""
-        names = [f.name for f in dataclasses.fields(cls)]
         if d.get("model_type", MODEL_TYPE) != MODEL_TYPE:
             raise ValueError(f"model_type {d.get('model_type')!r}: expected {MODEL_TYPE!r}")
-        for k in d:
-            if k != "model_type" and k not in names:
-                near = difflib.get_close_matches(k, names, n=1)
-                raise ValueError(f"unknown VAE codec setting {k!r}{f' (did you mean {near[0]!r}?)' if near else ''};"
-                                 f" valid settings: {names}")
-        return cls(**{k: v for k, v in d.items() if k != "model_type"})
+        return from_dict(cls, d, "VAE codec config", ignore=("model_type",))
 
     def to_dict(self) -> dict:
         """``config.json`` content."""

@@ -103,8 +103,8 @@ def _encode_shard(items, keys, codec, batch_size, dtype, pool) -> tuple[dict[str
 
     def load(job):
         try:
-            return load_audio(job[2], codec.sample_rate)[0]  # finite and non-empty, or AudioError
-        except (AudioError, RuntimeError, OSError):
+            return load_audio(job[2], codec.sample_rate)[0]  # never empty or non-finite
+        except (AudioError, RuntimeError, OSError, ValueError):
             return None
 
     jobs = [(item_id, k, paths[k]) for item_id, paths in items for k in keys]

@@ -22,8 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from genflow.hub import write_text
 
 log = logging.getLogger(__name__)
@@ -156,8 +154,6 @@ def _check_file(path: str, min_duration: float, max_duration: float | None, sile
         return None, ("nonfinite" if "NaN" in str(e) else "corrupt", str(e)[:300])
     except (RuntimeError, OSError) as e:
         return None, ("corrupt", str(e)[:300])
-    if not torch.isfinite(wav).all():
-        return None, ("nonfinite", "NaN or inf samples")
     rms_db = 10 * math.log10(float(wav.double().pow(2).mean()) + 1e-20)
     if rms_db < silence_db:
         return None, ("silent", f"RMS {rms_db:.1f} dBFS < {silence_db} dBFS")
@@ -232,20 +228,13 @@ def validate_spread(
     return merged_rows, merged
 
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif")
-
-
 def index_audio_files(folder: str | os.PathLike) -> dict[str, str]:
     """{file stem: path} of every audio file under ``folder`` (recursive; the first of equal stems wins)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"audio folder {str(folder)!r} does not exist; expected a folder holding the audio files"
-        )
+    from genflow.dsp import find_audio_files
+
     found: dict[str, str] = {}
-    for p in sorted(folder.rglob("*")):
-        if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file():
-            found.setdefault(p.stem, str(p))
+    for p in find_audio_files(folder):
+        found.setdefault(p.stem, str(p))
     return found
 
 
