@@ -31,7 +31,6 @@ import dataclasses
 import functools
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -168,7 +167,8 @@ def _measure(spec: list) -> dict:
     cfg = DiTConfig(latent_dim=64, width=width, depth=depth, heads=heads, text_dim=0, gradient_checkpointing=ckpt)
     x = torch.randn(batch, frames, 64)
     torch.manual_seed(0)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = _status_bytes("VmRSS:")
+    Path("/proc/self/clear_refs").write_text("5")  # peak RSS (VmHWM) := current RSS: earlier peaks do not count
     model = DiT(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False)
     ema = EMA(model.parameters())
@@ -179,8 +179,15 @@ def _measure(spec: list) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         ema.update()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"measured": (peak - base) / GB}
+    return {"measured": (_status_bytes("VmHWM:") - base) / GB}
+
+
+def _status_bytes(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (Linux), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}: --check needs Linux")
 
 
 def check() -> None:
@@ -199,7 +206,7 @@ def check() -> None:
         model = rows(cfg, "DDP", 1, batch, frames / FRAME_RATE, ckpt, frozen=False,
                      dtype=torch.bfloat16 if bf16 else None)["total"]
         print(f"| {width} x {depth} | {batch} x {frames} | {bf16} | {ckpt} | {measured:.2f} | {model:.2f} | "
-              f"{model / measured:.2f} |")
+              f"{model / max(measured, 1e-9):.2f} |", flush=True)
 
 
 def main() -> None:
