@@ -20,8 +20,9 @@ when text states and latents are not cached. Not included: CUDA context (~0.5-1 
 fragmentation, NCCL buffers.
 
 ``--check`` runs small DiTs on the CPU (fp32 and bf16 autocast, checkpointing on/off) in fresh
-processes: the growth of max RSS over one training step (model, AdamW, EMA, 2 steps) against the
-model's total for the same configuration.
+processes: peak RSS (reset first, with glibc's mmap threshold fixed so freed tensors leave RSS) minus RSS
+before building the model, AdamW and EMA and running 2 steps, against the model's total for the same
+configuration.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ CHECKS = [  # (width, depth, heads, batch, frames, bf16, checkpointing); bf16 on
 
 
 def _measure(spec: list) -> dict:
-    """One configuration in this process: max-RSS growth (GiB) over building and 2 training steps."""
+    """One configuration in this process: peak RSS growth (GiB) over building and 2 training steps."""
     from genflow.ema import EMA
     from genflow.flow import flow_loss
 
