@@ -98,6 +98,9 @@ def load_rows(manifest: str, audio_keys: tuple[str, ...], data: DataConfig, *, o
     """
     if not manifest:
         raise ValueError(f"no manifest given for {audio_keys}: pass --data.train PATH.jsonl")
+    if is_stream(manifest) and audio_keys != ("audio",):
+        raise ValueError(f"--data.train {manifest}: tar shards are streamed for captioned clips (tta, ttm) only; "
+                         f"rows with {list(audio_keys)} need a JSONL manifest")
     bad: list[dict] = []
     try:
         rows = read_manifest(manifest, audio_keys, bad=None if data.strict else bad)

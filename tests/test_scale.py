@@ -306,3 +306,4 @@ def test_recipe_trains_on_shards_and_resumes(shards, tmp_path):
     assert state["stream"]["streams"]["0"] == [0, 1, 2]
     module.main(fast + ["--max-steps", "3", "--resume", "latest"])
     assert (tmp_path / "run" / "release" / "model.safetensors").exists()
+    assert len(list((tmp_path / "run" / "text_states").glob("*.safetensors"))) >= 2  # caption states on disk
