@@ -460,8 +460,8 @@ def frozen_autocast(run: Run) -> torch.autocast:
     Their spectral front/back ends (STFT, mel, ISTFT) switch autocast off themselves and stay fp32.
     fp16 is not used there: T5 overflows in fp16.
     """
-    return torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.cfg.mixed_precision == "bf16"
-                          and run.accelerator.mixed_precision == "bf16")
+    # the Accelerator's precision: the `accelerate launch --mixed_precision` flag wins over train.mixed_precision
+    return torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.accelerator.mixed_precision == "bf16")
 
 
 def train_step(run: Run, batch: dict, text_dropout: float, aligned_dropout: float):
