@@ -3,11 +3,12 @@
     python bench/finetune_memory.py                              # batch 8 x 10 s, LoRA rank 16 (the README table)
     python bench/finetune_memory.py --batch 4 --seconds 30 --lora-rank 64
 
-Parameters are counted on the meta device (nothing allocated). Activations are measured, not guessed: one
-block of the released width runs forward under bf16 autocast with ``torch.autograd.graph.saved_tensors_hooks``
-summing the bytes autograd keeps for backward, for 1 clip of the given length; the total is that times
-the blocks and the batch (with activation checkpointing each block's input is kept, plus one block's
-activations while it is recomputed in backward). The frozen T5
+Parameters are counted on the meta device (nothing allocated). Activations are measured, not guessed, by
+``bench/memory.py``'s ``activation_bytes``: one block of the released width runs forward under bf16
+autocast with ``torch.autograd.graph.saved_tensors_hooks`` summing the distinct storages autograd keeps
+for backward, at 1 and 2 clips, so the per-clip activations and autocast's per-block bf16 weight copies
+are told apart (with activation checkpointing each block's input is kept, plus one block's activations
+while it is recomputed in backward). The frozen T5
 encoder and DashengTokenizer are counted in bf16 (only needed when text states and latents are not cached).
 State per trainable parameter: fp32 weight + fp32 gradient + AdamW's two fp32 moments + the fp32 EMA.
 Not included: the CUDA context, allocator fragmentation and DDP's gradient buckets (one more gradient
@@ -24,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from audiogen_speed import RELEASED  # noqa: E402
+from memory import activation_bytes  # noqa: E402
 
 from genflow.audiogen import AudioGen  # noqa: E402
 from genflow.audiogen.config import from_official  # noqa: E402
@@ -32,30 +34,6 @@ from genflow.lora import LoraSettings, add_lora  # noqa: E402
 GB = 2**30
 T5_LARGE_ENCODER = 341_231_104  # parameters of flan-t5-large's encoder
 DASHENG_TOKENIZER = 804_920_450  # parameters of the DashengTokenizer (encoder + decoder)
-
-
-def block_activation_bytes(config, frames: int, tokens: int, checkpointing: bool) -> int:
-    """Bytes autograd saves for backward in one DiT block, one clip (bf16 autocast), measured on the CPU."""
-    from genflow.model import DiTBlock, rope_tables
-
-    cfg = config.backbone
-    if checkpointing:  # only the block input (bf16) is kept; the block is recomputed in backward
-        return frames * cfg.width * 2
-    block = DiTBlock(cfg, skip=False)
-    saved = []
-
-    def pack(t):
-        saved.append(t.numel() * t.element_size())
-        return t
-
-    x = torch.randn(1, frames, cfg.width, requires_grad=True)
-    t = torch.randn(1, cfg.width)
-    ctx = torch.randn(1, tokens, cfg.width)
-    rope = rope_tables(frames, cfg.width // cfg.heads, cfg.rope_base, "cpu")
-    aligned = torch.randn(1, frames, cfg.aligned_dim)
-    with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        block(x, t, None, None, rope, ctx, None, aligned, None)
-    return sum(saved)
 
 
 def table(args) -> list[tuple[str, float, float]]:
@@ -68,10 +46,8 @@ def table(args) -> list[tuple[str, float, float]]:
         adapted = add_lora(AudioGen(from_official(RELEASED)), LoraSettings(rank=args.lora_rank))
     lora_trainable = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
     frames = round(args.seconds * model.config.frame_rate)
-    n_blocks = len(model.backbone.blocks)
-    per_block = {c: block_activation_bytes(model.config, frames, args.tokens, c) * args.batch for c in (False, True)}
-    # checkpointing keeps every block's input, and recomputes one block's activations at a time in backward
-    act = {False: per_block[False] * n_blocks, True: per_block[True] * n_blocks + per_block[False]}
+    # measured per block with saved-tensor hooks (bench/memory.py): activations per clip + autocast's weight copies
+    act = {c: activation_bytes(model.config.backbone, frames, args.tokens, args.batch, c) for c in (False, True)}
     frozen = (T5_LARGE_ENCODER + DASHENG_TOKENIZER) * 2
     rows = [
         ("parameters (B)", total / 1e9, total / 1e9),

@@ -13,6 +13,7 @@ drawn in or the device. Guidance runs both halves of classifier-free guidance in
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -28,13 +29,26 @@ from genflow.sampling import SamplingSettings
 logger = logging.getLogger("genflow.pipeline")
 
 
+def _without_autograd(method):
+    """Run a Generator method under its ``_no_autograd()`` mode."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._no_autograd():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Generator:
     """An eval-mode model with its conditioner and sampling settings; ``generate`` and ``enhance``."""
 
     def __init__(self, model: torch.nn.Module, conditioner: Conditioner, settings: SamplingSettings | None = None,
                  *, dtype: torch.dtype | None = None, codec_id: str | None = None, text_encoder_id: str | None = None,
-                 trained_seconds: tuple[float, float] | None = None):
+                 trained_seconds: tuple[float, float] | None = None, inference_mode: bool = True):
         self.model, self.conditioner = model, conditioner
+        # False: plain no_grad (training previews: FSDP2 cannot unshard parameters inside inference_mode)
+        self.inference_mode = inference_mode
         self.settings = settings or SamplingSettings()
         self.dtype = None if dtype == torch.float32 else dtype  # autocast dtype (e.g. torch.bfloat16); None = fp32
         # What the release named them (for sidecars / reports); None when built by hand.
@@ -42,6 +56,10 @@ class Generator:
         # (shortest, longest) training clip in seconds, when the release says: beyond them, results degrade.
         self.trained_seconds = trained_seconds
         self._warned: set[str] = set()
+
+    def _no_autograd(self):
+        """``torch.inference_mode()``, or ``torch.no_grad()`` when built with ``inference_mode=False``."""
+        return torch.inference_mode() if self.inference_mode else torch.no_grad()
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -68,7 +86,7 @@ class Generator:
     def _sample(self, noise, settings: SamplingSettings, progress=False, **conditions) -> torch.Tensor:
         """Noise (B, T, C) -> latents with the settings' solver/schedule/guidance (fp32 in, fp32 out)."""
         autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
-        with torch.inference_mode(), autocast:
+        with self._no_autograd(), autocast:
             x = sample(self.model, noise, settings.sigmas(self.device), solver=settings.solver,
                        guidance_scale=settings.guidance_scale, guidance_rescale=settings.guidance_rescale,
                        progress=progress, **conditions)
@@ -84,7 +102,7 @@ class Generator:
             raise ValueError("duration_s=None but this model predicts no duration; give duration_s in seconds")
         return [int(n) for n in predict(text, text_mask).tolist()]
 
-    @torch.inference_mode()
+    @_without_autograd
     def generate(self, prompts: Sequence[str], *, seed: int | Sequence[int] = 0, batch_size: int = 8,
                  progress: bool = False, **settings) -> list[torch.Tensor]:
         """Text prompts -> one (N,) waveform at ``sample_rate`` per prompt.
@@ -125,7 +143,7 @@ class Generator:
                 out.append(torch.nn.functional.pad(row, (0, max(0, samples - row.numel())))[:samples])
         return out
 
-    @torch.inference_mode()
+    @_without_autograd
     def enhance(self, waveform: torch.Tensor, sample_rate: int, *, seed: int = 0, batch_size: int = 4,
                 progress: bool = False, **settings) -> torch.Tensor:
         """Noisy speech (N,) or (channels, N) at ``sample_rate`` -> enhanced mono (N,) at ``sample_rate``.

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
+from torch.utils.data import IterableDataset
 
 from genflow import hub
 from genflow.cli.config import config_to_dict
@@ -29,8 +33,9 @@ from genflow.data import (
     drop_uncaptioned,
     read_manifest,
     resolve_cache_dir,
-    validate_manifest,
+    validate_spread,
 )
+from genflow.data.stream import ShardStream, expand_shards, is_stream
 from genflow.lora import LoraSettings, add_lora
 from genflow.model import DiT, DiTConfig
 from genflow.release import load_release
@@ -44,12 +49,15 @@ logger = logging.getLogger("genflow.recipe")
 class DataConfig:
     """Where the clips are and how they are cut."""
 
-    train: str = ""  # JSONL manifest, paths relative to it
+    train: str = ""  # JSONL manifest (paths relative to it), or WebDataset tar shards ('shards/train-{000..127}.tar',
+    # local or any URL webdataset opens; captioned recipes): streamed, see genflow.data.stream
     noise: str = ""  # noise manifest {"audio"} mixed on the fly (speech enhancement without pairs)
     snr_min: float = -5.0
     snr_max: float = 20.0
     cache: str = "auto"  # latent cache folder; "auto" = RUN/latents, "" = encode on the fly every step
     cache_fp16: bool = True
+    text_cache: str = "auto"  # text-encoder states on disk, one file per caption: "auto" = RUN/text_states,
+    # "" = in memory only (an LRU of 4096 captions)
     max_seconds: float = 10.0  # random crops to this length
     min_seconds: float = 0.2  # shorter clips are reported and skipped by validation
     validate: bool = True
@@ -90,6 +98,9 @@ def load_rows(manifest: str, audio_keys: tuple[str, ...], data: DataConfig, *, o
     """
     if not manifest:
         raise ValueError(f"no manifest given for {audio_keys}: pass --data.train PATH.jsonl")
+    if is_stream(manifest) and audio_keys != ("audio",):
+        raise ValueError(f"--data.train {manifest}: tar shards are streamed for captioned clips (tta, ttm) only; "
+                         f"rows with {list(audio_keys)} need a JSONL manifest")
     bad: list[dict] = []
     try:
         rows = read_manifest(manifest, audio_keys, bad=None if data.strict else bad)
@@ -98,7 +109,7 @@ def load_rows(manifest: str, audio_keys: tuple[str, ...], data: DataConfig, *, o
     if text_key:
         rows = drop_uncaptioned(rows, text_key, bad)
     if data.validate:
-        rows, report = validate_manifest(rows, audio_keys, min_duration=data.min_seconds)
+        rows, report = validated(rows, audio_keys, data, Path(out))
     else:
         report = ValidationReport(total=len(rows), kept=len(rows))
     report.add_bad(bad)
@@ -110,6 +121,28 @@ def load_rows(manifest: str, audio_keys: tuple[str, ...], data: DataConfig, *, o
     if not rows:
         raise ValueError(f"{manifest}: no usable rows ({report.summary()}); check the paths and files")
     return rows
+
+
+def validated(rows: list[dict], audio_keys: tuple[str, ...], data: DataConfig,
+              out: Path) -> tuple[list[dict], ValidationReport]:
+    """``validate_spread`` once per run and manifest: the result is kept in RUN/validated/ for later launches.
+
+    Every process decodes a part of the rows (no rank waits for one that decodes all); a relaunch or
+    resume with the same rows and settings reads the stored result instead of decoding again (delete
+    RUN/validated/ after changing audio files in place).
+    """
+    key = hashlib.sha256(json.dumps([rows, list(audio_keys), data.min_seconds]).encode()).hexdigest()[:16]
+    path = out / "validated" / f"rows-{key}.json"
+    if path.is_file():
+        stored = hub.read_json(path)
+        report = stored["report"]
+        return stored["rows"], ValidationReport(report["total"], report["kept"], Counter(report["counts"]),
+                                                report["bad"])
+    state = process_state()
+    good, report = validate_spread(rows, audio_keys, state, min_duration=data.min_seconds)
+    if state.is_main_process:
+        hub.write_json(path, {"rows": good, "report": report.to_dict(max_rows=len(report.bad))})
+    return good, report
 
 
 _REPORTS: dict[Path, dict] = {}  # run folder -> {manifest: report}, this process's runs
@@ -136,8 +169,9 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
     From scratch, the model's widths come from the codec and text encoder. With ``init`` (fine-tuning) the
     release's model, codec, text encoder, prompt template and sampling settings are used as they are.
     """
+    state = process_state(cfg.train.process_group_timeout_s)  # first: it creates the process group
     configure_logging()  # before the data report, so its counts reach the console
-    device = process_state().device
+    device = state.device
     if cfg.init:
         model, meta, folder = load_release(cfg.init)
         for dit in (m for m in model.modules() if isinstance(m, DiT)):  # a training choice, not the release's
@@ -148,8 +182,11 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
                                   prompt_template=meta.get("prompt_template", "{}"),
                                   sampling=SamplingSettings.from_dict(meta.get("sampling") or {}))
         logger.info("fine-tuning %s (codec %s, text encoder %s)", cfg.init, cfg.codec, cfg.text_encoder or None)
-    conditioner = build_conditioner(cfg.codec, cfg.text_encoder or None, device=device,
-                                    prompt_template=cfg.prompt_template)
+    with state.local_main_process_first():  # hub weights are downloaded once per node, then read by the others
+        conditioner = build_conditioner(cfg.codec, cfg.text_encoder or None, device=device,
+                                        prompt_template=cfg.prompt_template,
+                                        text_cache=resolve_cache_dir(cfg.data.text_cache,
+                                                                     Path(cfg.train.out) / "text_states"))
     # A VAE without latent statistics gets them from the training data, in RUN/codec (kept on resume, shipped
     # with the release); cfg.codec then names that folder.
     codec_id, codec = codec_with_latent_stats(cfg.codec, conditioner.codec, cfg.data.train,
@@ -190,11 +227,13 @@ def run_training(cfg: RunConfig, conditioner: Conditioner, model: torch.nn.Modul
                  preview: Callable | None, resume: str | None) -> Path:
     """Build the batch sampler, then run ``genflow.training.train`` on ``model``."""
     state = process_state()
-    sampler = LengthBucketSampler(dataset.lengths, cfg.train.batch_size, seed=cfg.train.seed,
-                                  num_replicas=state.num_processes, rank=state.process_index)
+    sampler = None if isinstance(dataset, IterableDataset) else LengthBucketSampler(
+        dataset.lengths, cfg.train.batch_size, seed=cfg.train.seed, num_replicas=state.num_processes,
+        rank=state.process_index, max_frames=cfg.train.max_batch_frames or None)
+    collate_fn = None if sampler is None else collate  # a stream yields collated batches
     release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None, "prompt_template": cfg.prompt_template,
                "sampling": cfg.sampling.to_dict(), "trained_seconds": [cfg.data.min_seconds, cfg.data.max_seconds]}
-    return train(cfg.train, model, dataset, sampler, collate, conditioner.with_keys(keys), release=release,
+    return train(cfg.train, model, dataset, sampler, collate_fn, conditioner.with_keys(keys), release=release,
                  run_config=config_to_dict(cfg), preview=preview, resume_from=resume)
 
 
@@ -209,10 +248,17 @@ def train_captioned(cfg: RunConfig, resume: str | None = None) -> Path:
 
     cfg, conditioner, model = setup(cfg, aligned=False)
     codec = conditioner.codec
-    rows = load_rows(cfg.data.train, ("audio",), cfg.data, out=cfg.train.out, text_key="caption")
-    cache = latent_cache(cfg, rows, codec, ("audio",))
-    dataset = TextAudioDataset(rows, cache=cache, codec_sample_rate=codec.sample_rate, hop_length=codec.hop_length,
-                               max_frames=max_frames(cfg, codec), seed=cfg.train.seed)
+    if is_stream(cfg.data.train):  # tar shards: streamed, decoded in the workers, encoded on the GPU
+        state, cache = process_state(), None
+        dataset = ShardStream(expand_shards(cfg.data.train), sample_rate=codec.sample_rate,
+                              hop_length=codec.hop_length, max_frames=max_frames(cfg, codec),
+                              batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=state.process_index,
+                              world=state.num_processes)
+    else:
+        rows = load_rows(cfg.data.train, ("audio",), cfg.data, out=cfg.train.out, text_key="caption")
+        cache = latent_cache(cfg, rows, codec, ("audio",))
+        dataset = TextAudioDataset(rows, cache=cache, codec_sample_rate=codec.sample_rate,
+                                   hop_length=codec.hop_length, max_frames=max_frames(cfg, codec), seed=cfg.train.seed)
     prompts = list(cfg.preview)
 
     def preview(generator) -> dict:

@@ -9,8 +9,9 @@ Three kinds, picked by name in ``load_text_encoder``:
   which works offline;
 - ``"tiny-t5"``: a seeded random 2-layer T5 with the file-free ByT5 tokenizer, for tests.
 
-Encoders are frozen (eval mode, no gradients) and run outside autocast, so embeddings are float32
-whatever the caller's precision. ``CachedTextEncoder`` wraps one so fixed captions are encoded once.
+Encoders are frozen (eval mode, no gradients) and run outside autocast except bf16 (T5 overflows in
+fp16), so embeddings are float32 whatever the caller's precision. ``CachedTextEncoder`` wraps one so
+fixed captions are encoded once.
 """
 
 from __future__ import annotations
@@ -72,8 +73,11 @@ class TextEncoder(nn.Module):
         tokens = self.tokenizer(
             list(prompts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(self.device)
-        # Autocast off: T5 overflows in fp16, and downstream code expects float32 embeddings.
-        with torch.autocast(self.device.type, enabled=False):
+        # Autocast off, except bf16 (the training loop's frozen_autocast): T5 overflows in fp16. Embeddings
+        # leave as float32 either way.
+        bf16 = torch.is_autocast_enabled(self.device.type) and torch.get_autocast_dtype(
+            self.device.type) == torch.bfloat16
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             out = self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         mask = tokens["attention_mask"].bool()  # (B, L)
         emb = out.last_hidden_state.float() * mask[..., None]  # (B, L, D), zeros on padding

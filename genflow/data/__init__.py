@@ -9,6 +9,7 @@ from genflow.data.manifest import (
     index_audio_files,
     read_manifest,
     validate_manifest,
+    validate_spread,
     write_manifest,
     write_splits,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "read_manifest",
     "resolve_cache_dir",
     "validate_manifest",
+    "validate_spread",
     "write_manifest",
     "write_splits",
 ]

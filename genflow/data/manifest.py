@@ -206,6 +206,28 @@ def validate_manifest(
     return good, report
 
 
+def validate_spread(
+    rows: list[dict], audio_keys: tuple[str, ...] = ("audio",), state=None, **validate_kwargs
+) -> tuple[list[dict], ValidationReport]:
+    """``validate_manifest`` with the rows split into one contiguous part per process; every process gets all.
+
+    ``state``: an Accelerate ``PartialState`` (None: this process does it all). No process waits on another
+    decoding the whole manifest (the cause of collective timeouts at start); the result is in row order.
+    """
+    from genflow.distributed import gather_json
+
+    world, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
+    per = -(-len(rows) // world)
+    good, report = validate_manifest(rows[rank * per : (rank + 1) * per], audio_keys, **validate_kwargs)
+    merged_rows, merged = [], ValidationReport()
+    for part_rows, part in gather_json([good, report.to_dict(max_rows=len(report.bad))], state):
+        merged_rows += part_rows
+        merged.total, merged.kept = merged.total + part["total"], merged.kept + part["kept"]
+        merged.counts.update(part["counts"])
+        merged.bad += part["bad"]
+    return merged_rows, merged
+
+
 def index_audio_files(folder: str | os.PathLike) -> dict[str, str]:
     """{file stem: path} of every audio file under ``folder`` (recursive; the first of equal stems wins)."""
     from genflow.dsp import find_audio_files
@@ -222,10 +244,17 @@ def write_splits(
     audio_keys: tuple[str, ...] = ("audio",),
     **validate_kwargs,
 ) -> dict[str, ValidationReport]:
-    """Validate each split's rows, write ``<out_dir>/<split>.jsonl`` of the good ones, print a report."""
+    """Validate each split's rows, write ``<out_dir>/<split>.jsonl`` of the good ones, print a report.
+
+    ``state=`` (an Accelerate ``PartialState``): every process validates a part, the main process writes.
+    """
+    state = validate_kwargs.pop("state", None)  # an Accelerate PartialState: decoding spread over processes
     reports = {}
     for name, rows in splits.items():
-        good, report = validate_manifest(rows, audio_keys, **validate_kwargs)
+        good, report = validate_spread(rows, audio_keys, state, **validate_kwargs)
+        if state is not None and not state.is_main_process:
+            reports[name] = report
+            continue
         write_manifest(good, Path(out_dir) / f"{name}.jsonl", audio_keys)
         print(f"{name}: {report.summary()}")
         for bad in report.bad[:5]:

@@ -67,7 +67,9 @@ PRESETS = {
                                   sample_every=4, log_every=1, warmup_steps=1),
                     sampling=replace(DEMO.sampling, steps=2)),
     "base": BASE,
-    "large": replace(BASE, model=DIT["large"], train=replace(BASE.train, out="runs/se-large", lr=5e-5)),
+    # activation checkpointing on: with it `large` fits one 80 GB GPU under DDP (bench/memory.py)
+    "large": replace(BASE, model=replace(DIT["large"], gradient_checkpointing=True),
+                     train=replace(BASE.train, out="runs/se-large", lr=5e-5)),
 }
 
 
