@@ -30,7 +30,17 @@ from genflow.audio import resample
 from genflow.codecs.discriminators import DiscriminatorConfig, Discriminators
 from genflow.codecs.losses import MultiResolutionMelLoss, discriminator_loss, feature_matching, generator_loss
 from genflow.ema import EMA
-from genflow.training import Meter, RunState, TrainConfig, _agree, batches, lr_lambda, make_accelerator, stop_signals
+from genflow.training import (
+    Meter,
+    RunState,
+    TrainConfig,
+    _agree,
+    batches,
+    lr_lambda,
+    make_accelerator,
+    stop_signals,
+    wrap_up,
+)
 from genflow.training import write_preview as write_preview_clips
 
 logger = logging.getLogger("genflow.codec_training")
@@ -294,14 +304,8 @@ def train(cfg: TrainConfig, gan: GanConfig, codec: nn.Module, frozen: tuple[str,
             if stopped or run.state.step % cfg.save_every == 0:
                 save_checkpoint(run, "interrupted" if stopped else None)
     progress.close()
-    if stopped:
-        logger.info("stopped by signal at step %d; resume with --resume latest", run.state.step)
-        run.accelerator.end_training()
-        raise SystemExit(0)
-    if run.state.step % cfg.save_every != 0:
-        save_checkpoint(run, "final")
-    if previews and run.state.step % cfg.sample_every != 0:
-        make_preview(run, preview)
+    wrap_up(run, stopped, lambda tag: save_checkpoint(run, tag),
+            (lambda: make_preview(run, preview)) if previews else None)
     release = write_release(run)
     run.accelerator.end_training()
     return release

@@ -636,6 +636,19 @@ def stop_signals() -> Iterator[dict]:
             signal.signal(sig, handler)
 
 
+def wrap_up(run, stopped: bool, save: Callable[[str], None], preview: Callable[[], None] | None) -> None:
+    """After a training loop: exit 0 on a stop signal (its checkpoint is written), else the final checkpoint and
+    preview unless the last step already made them. Shared by the DiT loop and codec training."""
+    if stopped:
+        logger.info("stopped by signal at step %d; resume with --resume latest", run.state.step)
+        run.accelerator.end_training()
+        raise SystemExit(0)
+    if run.state.step % run.cfg.save_every != 0:
+        save("final")
+    if preview is not None and run.state.step % run.cfg.sample_every != 0:
+        preview()
+
+
 def _agree(run: Run, asked: bool) -> bool:
     """Every rank must agree to stop at the same step: asked every ``stop_check_every`` steps (an all-reduce)."""
     if run.accelerator.num_processes == 1:
@@ -687,14 +700,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_samp
             elif run.state.step % cfg.save_every == 0:
                 save_checkpoint(run)
     progress.close()
-    if stopped:
-        logger.info("stopped by signal at step %d; resume with --resume latest", run.state.step)
-        run.accelerator.end_training()
-        raise SystemExit(0)
-    if run.state.step % cfg.save_every != 0:
-        save_checkpoint(run, "final")
-    if previews and run.state.step % cfg.sample_every != 0:
-        make_preview(run, preview, settings)
+    wrap_up(run, stopped, lambda tag: save_checkpoint(run, tag),
+            (lambda: make_preview(run, preview, settings)) if previews else None)
     bad_files = run.state.bad_files_total + getattr(dataset, "num_bad", 0)
     if bad_files and run.accelerator.is_main_process:
         logger.warning("%d unreadable clips were skipped during training", bad_files)

@@ -22,6 +22,17 @@ from torch.nn.utils.parametrizations import weight_norm
 LRELU = 0.1  # leaky-ReLU slope of HiFi-GAN and Vocos
 
 
+def _stack(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU conv stack then the output conv -> (flattened logits, every layer's feature map)."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU)
+        features.append(x)
+    x = post(x)
+    features.append(x)
+    return x.flatten(1), features
+
+
 @dataclass
 class DiscriminatorConfig:
     """Sizes of the multi-period and multi-resolution discriminators (defaults: Vocos / HiFi-GAN)."""
@@ -59,13 +70,7 @@ class PeriodDiscriminator(nn.Module):
         pad = (-n) % self.period
         x = F.pad(x, (0, pad), mode="reflect" if pad < n else "constant")
         x = x.view(b, 1, -1, self.period)  # (B, 1, N / p, p)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _stack(self.convs, self.post, x)
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -88,13 +93,7 @@ class ResolutionDiscriminator(nn.Module):
             spec = torch.stft(x.float(), self.n_fft, self.hop, window=self.window, center=True,
                               return_complex=True).abs()  # (B, F, frames)
         x = spec.transpose(1, 2).unsqueeze(1)  # (B, 1, frames, F)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _stack(self.convs, self.post, x)
 
 
 class Discriminators(nn.Module):
