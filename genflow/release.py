@@ -3,7 +3,8 @@
     release/
       config.json        the model's config (``model_type`` says which class loads it)
       model.safetensors  EMA weights, unwrapped, fp32
-      pipeline.json      {"format", "codec", "text_encoder", "prompt_template", "sampling"}: how to sample with it
+      pipeline.json      {"format", "codec", "text_encoder", "prompt_template", "sampling", "prediction"}: how to
+                         sample with it ("prediction": "velocity" | "average_velocity"; absent = "velocity")
 
 Training state (Accelerate folders, optimizer etc.) never goes here: a release is only for inference.
 ``load_release`` resolves a folder or hub id once and dispatches on ``config.json``'s ``model_type``;
@@ -25,7 +26,9 @@ from genflow.model import MODEL_TYPE, DiT
 from genflow.sampling import SamplingSettings
 
 FORMAT = "genflow-release-1"
-PIPELINE_KEYS = ("format", "codec", "text_encoder", "prompt_template", "sampling")
+PIPELINE_KEYS = ("format", "codec", "text_encoder", "prompt_template", "sampling", "prediction")
+#: what a release's model predicts: the flow velocity, or the average velocity of a few-step model (absent: velocity)
+PREDICTIONS = ("velocity", "average_velocity")
 #: what a release download fetches besides config.json
 RELEASE_PATTERNS = ("model.safetensors", "pipeline.json", "codec/*", "text_encoder/*")
 
@@ -55,6 +58,9 @@ def read_pipeline_dict(meta: dict, where: str) -> dict:
         raise ValueError(f"{where}: unknown keys {unknown}; expected only {list(PIPELINE_KEYS)}")
     if not meta.get("codec"):
         raise ValueError(f"{where}: no codec; expected a codec name, hub id or folder under 'codec'")
+    if meta.get("prediction", "velocity") not in PREDICTIONS:
+        raise ValueError(f"{where}: prediction {meta['prediction']!r}, expected one of {list(PREDICTIONS)} "
+                         "(or no key: velocity)")
     SamplingSettings.from_dict(meta.get("sampling") or {}, where=f"{where} 'sampling'")
     return meta
 

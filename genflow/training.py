@@ -35,7 +35,8 @@ from genflow import hub
 from genflow.conditioning import Conditioner
 from genflow.data import SkipBatches
 from genflow.ema import EMA
-from genflow.flow import TimestepSampler, flow_loss
+from genflow.flow import TimestepSampler
+from genflow.objectives import FewStepConfig, objective_loss
 from genflow.release import save_release
 from genflow.sampling import SamplingSettings
 
@@ -67,6 +68,8 @@ class TrainConfig:
     timestep_shift: float = 1.0
     text_dropout: float = 0.2  # probability of training a row with the null text (for CFG)
     aligned_dropout: float = 0.2  # same for the time-aligned condition
+    objective: str = "flow"  # "flow" | "meanflow" | "ctm" (genflow.objectives; ctm needs --init, the teacher)
+    fewstep: FewStepConfig = field(default_factory=FewStepConfig)  # settings of meanflow / ctm
     log_every: int = 10
     save_every: int = 500
     save_total_limit: int = 3
@@ -160,6 +163,7 @@ class Run:
     ema_file: str
     state: RunState = field(default_factory=RunState)
     bad_streak: int = 0
+    teacher: torch.nn.Module | None = None  # frozen, for distillation objectives; moved, never prepared
 
     @property
     def device(self) -> torch.device:
@@ -243,8 +247,9 @@ def train_step(run: Run, batch: dict, text_dropout: float, aligned_dropout: floa
     cfg, accelerator = run.cfg, run.accelerator
     with accelerator.accumulate(run.model):
         inputs = run.conditioner(batch, run.device)
-        loss = flow_loss(run.model, **inputs, text_dropout=text_dropout, aligned_dropout=aligned_dropout,
-                         timesteps=run.sigma_sampler)
+        loss = objective_loss(cfg.objective, run.model, inputs, fewstep=cfg.fewstep, text_dropout=text_dropout,
+                              aligned_dropout=aligned_dropout, timesteps=run.sigma_sampler, teacher=run.teacher,
+                              plain_model=accelerator.unwrap_model(run.model))
         accelerator.backward(loss)
         if not accelerator.sync_gradients:
             return loss.detach(), None
@@ -327,14 +332,14 @@ def save_checkpoint(run: Run, tag: str | None = None) -> None:
     accelerator.wait_for_everyone()
 
 
-def make_preview(run: Run, preview: Callable, settings: SamplingSettings) -> None:
+def make_preview(run: Run, preview: Callable, settings: SamplingSettings, prediction: str = "velocity") -> None:
     """Sample ``preview(generator)`` with the EMA weights; write WAVs, spectrograms and TensorBoard entries."""
     from genflow.pipeline import Generator
 
     unwrapped = run.accelerator.unwrap_model(run.model)
     with run.ema.applied():
         unwrapped.eval()
-        clips = preview(Generator(unwrapped, run.conditioner, settings))
+        clips = preview(Generator(unwrapped, run.conditioner, settings, prediction=prediction))
         unwrapped.train()
     if run.accelerator.is_main_process:
         write_preview(run.out / "samples" / f"step-{run.state.step:07d}", clips, run.conditioner.codec.sample_rate,
@@ -376,17 +381,20 @@ def _agree(run: Run, asked: bool) -> bool:
 
 def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_sampler, collate_fn: Callable,
           conditioner: Conditioner, *, release: dict, run_config: dict, preview: Callable | None = None,
-          resume_from: str | None = None) -> Path:
+          resume_from: str | None = None, teacher: torch.nn.Module | None = None) -> Path:
     """Train ``model`` and return the release folder.
 
     ``batch_sampler`` yields lists of dataset indices for this process (it shards by rank itself) and
     has ``set_epoch``; ``conditioner(batch, device)`` returns the DiT inputs of a collated batch;
     ``preview(generator) -> {name: waveform}`` makes the periodic samples; ``release`` is written as
-    ``pipeline.json`` next to the EMA weights; ``run_config`` is the resolved config of the whole run.
+    ``pipeline.json`` next to the EMA weights; ``run_config`` is the resolved config of the whole run;
+    ``teacher`` is the frozen model a distillation objective learns from.
     """
     run = build(cfg, model, conditioner, run_config)
+    run.teacher = teacher.to(run.device) if teacher is not None else None
     resume(run, resume_from)
     settings = SamplingSettings.from_dict(release.get("sampling") or {})
+    prediction = release.get("prediction", "velocity")
     previews = preview is not None and cfg.sample_every > 0
     progress = tqdm(total=cfg.max_steps, initial=run.state.step, disable=not run.accelerator.is_main_process,
                     desc="train", dynamic_ncols=True)
@@ -404,7 +412,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_samp
             if run.state.step % cfg.log_every == 0 or run.state.step == cfg.max_steps:
                 meter.log(run, grad_norm, dataset, progress)
             if previews and run.state.step % cfg.sample_every == 0:
-                make_preview(run, preview, settings)
+                make_preview(run, preview, settings, prediction)
             stopped = _agree(run, stop["asked"])
             if stopped:
                 save_checkpoint(run, "interrupted")
@@ -418,7 +426,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_samp
     if run.state.step % cfg.save_every != 0:
         save_checkpoint(run, "final")
     if previews and run.state.step % cfg.sample_every != 0:
-        make_preview(run, preview, settings)
+        make_preview(run, preview, settings, prediction)
     bad_files = run.state.bad_files_total + getattr(dataset, "num_bad", 0)
     if bad_files and run.accelerator.is_main_process:
         logger.warning("%d unreadable clips were skipped during training", bad_files)
