@@ -34,7 +34,6 @@ from genflow.metrics.music import music_scores  # noqa: E402
 from genflow.metrics.report import markdown_table, write_json  # noqa: E402
 
 ROOT = dq.ROOT
-TEACHER_STEPS = (25, 8, 4, 2, 1)
 STUDENT_STEPS = (1, 2, 4)
 
 
@@ -145,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--preset", default="demo")
     p.add_argument("--teacher-steps", type=int, default=1000, help="flow-matching steps of the teacher")
     p.add_argument("--student-steps", type=int, default=300, help="fine-tuning steps of each student")
+    p.add_argument("--teacher-eval", default="25,8,4,2,1", help="teacher step counts to score ('' = none)")
     p.add_argument("--student-args", default="--train.lr 2e-4 --train.warmup_steps 20",
                    help="extra train.py flags of every student run (one string)")
     p.add_argument("--runs-dir", default="runs/fewstep")
@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"args": vars(args), "recipes": {}}
     for recipe in [r.strip() for r in args.recipes.split(",") if r.strip()]:
         teacher = train_run(recipe, "teacher", args.teacher_steps, [], args)
-        models = {"teacher": (teacher, TEACHER_STEPS)}
+        teacher_eval = tuple(int(n) for n in args.teacher_eval.split(",") if n.strip())
+        models = {"teacher": (teacher, teacher_eval)} if teacher_eval else {}
         for obj in [o.strip() for o in args.objectives.split(",") if o.strip()]:
             extra = ["--init", str(teacher), "--objective", obj, *args.student_args.split()]
             models[obj] = (train_run(recipe, obj, args.student_steps, extra, args), STUDENT_STEPS)
