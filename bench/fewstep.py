@@ -12,7 +12,9 @@ continues and a finished run is reused; each run's wall time is kept in RUN/benc
 time the benchmark trains it. Then every (model, steps) pair is scored on ``data/demo/X/test.jsonl`` with
 the metrics of ``bench/demo_quality.py`` (TTA: probe accuracy and probe FD; TTM: instrument, key,
 tempo; SE: PESQ-wb, ESTOI, DNSMOS), and timed on one 10 s clip (the minimum of ``--repeats`` runs
-after a warm-up, on ``--threads`` threads). Writes OUT/results.json and OUT/results.md; asserts nothing.
+after a warm-up, on ``--threads`` threads; ``--time-only`` times every configuration back to back and
+scores nothing, for figures that share one moment of a busy machine). Writes OUT/results.json and
+OUT/results.md; asserts nothing.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def evaluate(recipe: str, models: dict[str, tuple[Path, tuple[int, ...]]], args:
     """Score and time every (model, steps) pair of ``recipe``; rows keyed "model @ N steps"."""
     rows = dq.read_rows(dq.DATA / recipe / "test.jsonl")
     rows = rows[: args.limit] if args.limit else rows
-    ref = references(recipe, rows, out)
+    ref = None if args.time_only else references(recipe, rows, out)
     noisy10 = ten_second_input(rows) if recipe == "se" else None
     table = {}
     for name, (release, step_list) in models.items():
@@ -127,7 +129,8 @@ def evaluate(recipe: str, models: dict[str, tuple[Path, tuple[int, ...]]], args:
         for steps in step_list:
             gen.settings = gen.settings.replace(steps=steps)
             start = time.perf_counter()
-            row = score(recipe, gen, rows, ref, args, out / "audio" / recipe / f"{name}-{steps}")
+            folder = out / "audio" / recipe / f"{name}-{steps}"
+            row = {} if args.time_only else score(recipe, gen, rows, ref, args, folder)
             row["s_per_10s_clip"] = seconds_per_10s(gen, recipe, steps, noisy10, args.repeats)
             row["train_steps"], row["train_min"] = budget.get("steps", float("nan")), budget.get("seconds", 0) / 60
             table[f"{name} ({gen.prediction}) @ {steps}"] = row
@@ -154,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=2, help="timed runs per configuration (after a warm-up)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-dnsmos", action="store_true")
+    p.add_argument("--time-only", action="store_true",
+                   help="only the seconds per 10 s clip, every configuration in one process, back to back")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
