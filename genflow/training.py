@@ -187,7 +187,10 @@ def build(cfg: TrainConfig, model: torch.nn.Module, conditioner: Conditioner, ru
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         logger.info("resolved config:\n%s", json.dumps(run_config, indent=2))
     if log_with:
-        accelerator.init_trackers("genflow", config={k: v for k, v in vars(cfg).items()})
+        # TensorBoard's hparams take flat scalars: the nested few-step settings go in as "fewstep.NAME"
+        hparams = {k: v for k, v in vars(cfg).items() if k != "fewstep"}
+        hparams.update({f"fewstep.{k}": "none" if v is None else v for k, v in vars(cfg.fewstep).items()})
+        accelerator.init_trackers("genflow", config=hparams)
     conditioner.to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   weight_decay=cfg.weight_decay)
