@@ -168,3 +168,13 @@ def test_ctm_target_with_the_exact_field_is_the_exact_average_velocity():
                     teacher_steps=8, generator=torch.Generator().manual_seed(0))
     assert loss.item() < 1e-10
     assert math.isfinite(loss.item())
+
+
+def test_every_prediction_a_release_may_record_has_a_sampler():
+    from genflow.objectives import PREDICTION
+    from genflow.pipeline import SAMPLERS
+    from genflow.release import PREDICTIONS, read_pipeline_dict
+
+    assert set(SAMPLERS) == set(PREDICTIONS) and set(PREDICTION.values()) <= set(PREDICTIONS)
+    with pytest.raises(ValueError, match="prediction 'x0'"):
+        read_pipeline_dict({"format": "genflow-release-1", "codec": "mel", "prediction": "x0"}, "pipeline.json")
