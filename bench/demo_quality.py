@@ -28,6 +28,7 @@ figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import subprocess
@@ -167,29 +168,95 @@ def eval_ttm(gen, rows: list[dict], args: argparse.Namespace, out: Path) -> dict
     return {"table": table, "n_test": len(rows), "generate_s": gen_s, "per_clip": per_clip}
 
 
+GENFLOW_SE = "genflow SE demo"
+CODEC_SE = "codec ceiling (clean)"
+
+
+def reference_enhancers() -> tuple[dict, dict[str, str]]:
+    """The real enhancers of ``bench/se_enhancers.py`` that are installed, and why the others are missing."""
+    spec = importlib.util.spec_from_file_location("se_enhancers", Path(__file__).with_name("se_enhancers.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    status = module.available()
+    for name, why in status.items():
+        if why:
+            print(f"[se] {name}: {why}; its row is left out", flush=True)
+    return {n: fn for n, fn in module.ENHANCERS.items() if not status[n]}, {n: w for n, w in status.items() if w}
+
+
+def reference_sets(gen, rows: list[dict], clean: list, noisy: list, args: argparse.Namespace,
+                   out: Path) -> tuple[dict[str, list[dict]], dict[str, str], dict[str, float]]:
+    """Per-clip metrics of the noisy input, the codec round trip and the real enhancers (cached in ``out``).
+
+    They do not depend on the genflow model, so ``OUT/se_references.json`` keeps them for the next run on the same
+    test rows, codec and metric settings. Returns (per-clip metrics by system, missing enhancers, seconds per clip).
+    """
+    from genflow.metrics.speech import speech_metrics
+
+    enhancers, missing = reference_enhancers()
+    key = {"ids": [r["id"] for r in rows], "dnsmos": not args.no_dnsmos, "enhancers": sorted(enhancers),
+           "codec": json.dumps(getattr(getattr(gen.codec, "config", None), "__dict__", repr(gen.codec)),
+                               sort_keys=True, default=str)}
+    cache = out / "se_references.json"
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            print(f"[se] reusing {cache}", flush=True)
+            return saved["per_clip"], missing, saved["seconds"]
+    sets, seconds = {"noisy input": noisy, CODEC_SE: codec_roundtrip(gen.codec, clean)}, {}
+    for name, fn in enhancers.items():
+        start = time.perf_counter()
+        sets[name] = [torch.from_numpy(fn(x.numpy())) for x in noisy]
+        seconds[name] = (time.perf_counter() - start) / len(noisy)
+        for row, wav in zip(rows, sets[name]):
+            save_audio(out / "audio" / "se-references" / name.split()[0] / f"{row['id']}.wav", wav, SR)
+    per_clip = {name: [speech_metrics(w, c, SR, with_dnsmos=not args.no_dnsmos, name=r["id"])
+                       for w, c, r in zip(wavs, clean, rows)] for name, wavs in sets.items()}
+    cache.write_text(json.dumps({"key": key, "per_clip": per_clip, "seconds": seconds}))
+    return per_clip, missing, seconds
+
+
 def eval_se(gen, rows: list[dict], args: argparse.Namespace, out: Path) -> dict:
-    """PESQ-wb/STOI/ESTOI/SI-SDR/DNSMOS of noisy input, enhanced output and the clean clip through the codec."""
+    """PESQ-wb/STOI/ESTOI/SI-SDR/DNSMOS of the noisy input, the codec's round trip, genflow and real enhancers."""
     from genflow.metrics.speech import speech_metrics
 
     clean, noisy = load_clips([r["clean"] for r in rows]), load_clips([r["noisy"] for r in rows])
+    per_clip, missing, seconds = reference_sets(gen, rows, clean, noisy, args, out)
     start = time.perf_counter()
     enhanced = [gen.enhance(x, SR, seed=args.seed) for x in noisy]
     enh_s = time.perf_counter() - start
+    seconds[GENFLOW_SE] = enh_s / len(noisy)
     for row, wav in zip(rows, enhanced):
         save_audio(out / "audio" / "se" / f"{row['id']}.wav", wav, SR)
-    sets = {"noisy input": noisy, "enhanced": enhanced, "codec ceiling (clean)": codec_roundtrip(gen.codec, clean)}
-    per_clip = {name: [speech_metrics(w, c, SR, with_dnsmos=not args.no_dnsmos, name=r["id"])
-                       for w, c, r in zip(wavs, clean, rows)] for name, wavs in sets.items()}
+    per_clip[GENFLOW_SE] = [speech_metrics(w, c, SR, with_dnsmos=not args.no_dnsmos, name=r["id"])
+                            for w, c, r in zip(enhanced, clean, rows)]
+    order = ["noisy input", CODEC_SE, GENFLOW_SE, *(n for n in per_clip if n not in ("noisy input", CODEC_SE,
+                                                                                      GENFLOW_SE))]
+    per_clip = {name: per_clip[name] for name in order}
     table = {name: nanmean(clips) for name, clips in per_clip.items()}
-    by_snr = {}
+    by_snr, by_speaker = {}, {}
     for snr in sorted({r["snr_db"] for r in rows}):
-        idx = [i for i, r in enumerate(rows) if r["snr_db"] == snr]
-        means = {name: nanmean([per_clip[name][i] for i in idx]) for name in ("noisy input", "enhanced")}
-        by_snr[f"{snr:g} dB"] = {f"{key} {name.split()[0]}": means[name][key]
-                                 for key in ("pesq_wb", "estoi", "si_sdr") for name in means}
+        by_snr[f"{snr:g} dB"] = group_means(per_clip, [i for i, r in enumerate(rows) if r["snr_db"] == snr])
+    groups = {"Allison (unseen prompts)": lambda r: r.get("speaker", "asterisk/allison") == "asterisk/allison",
+              "held-out speakers": lambda r: r.get("speaker", "asterisk/allison") != "asterisk/allison"}
+    for name, pick in groups.items():
+        idx = [i for i, r in enumerate(rows) if pick(r)]
+        if idx:
+            by_speaker[f"{name} ({len(idx)})"] = group_means(per_clip, idx)
     per_clip = {name: [{"id": r["id"], "snr_db": r["snr_db"], **m} for r, m in zip(rows, clips)]
                 for name, clips in per_clip.items()}
-    return {"table": table, "by_snr": by_snr, "n_test": len(rows), "enhance_s": enh_s, "per_clip": per_clip}
+    return {"table": table, "by_snr": by_snr, "by_speaker": by_speaker, "missing": missing, "n_test": len(rows),
+            "enhance_s": enh_s, "seconds_per_clip": seconds, "per_clip": per_clip}
+
+
+def group_means(per_clip: dict[str, list[dict]], idx: list[int]) -> dict[str, float]:
+    """PESQ-wb and ESTOI of every system over the clips ``idx``: {"pesq_wb SYSTEM": mean, "estoi SYSTEM": mean}."""
+    short = {"noisy input": "noisy", CODEC_SE: "codec", GENFLOW_SE: "genflow"}
+    out = {}
+    for key in ("pesq_wb", "estoi"):
+        for name, clips in per_clip.items():
+            out[f"{key} {short.get(name, name.split()[0])}"] = nanmean([clips[i] for i in idx])[key]
+    return out
 
 
 def nanmean(dicts: list[dict[str, float]]) -> dict[str, float]:
@@ -215,8 +282,15 @@ def render(results: dict) -> str:
         lines += [f"### {TITLES[recipe]}", "",
                   f"{res['n_test']} test clips; training {res['train_s']:.0f} s, evaluation {res['eval_s']:.0f} s.",
                   "", markdown_table(res["table"], digits=3), ""]
+        for name, why in res.get("missing", {}).items():
+            lines += [f"- {name}: {why}; no row.", ""]
         if "by_snr" in res:
-            lines += ["By input SNR (noisy -> enhanced):", "", markdown_table(res["by_snr"], digits=3), ""]
+            lines += ["PESQ-wb and ESTOI by input SNR:", "", markdown_table(res["by_snr"], digits=3), ""]
+        if res.get("by_speaker"):
+            lines += ["PESQ-wb and ESTOI by speaker group:", "", markdown_table(res["by_speaker"], digits=3), ""]
+        if "seconds_per_clip" in res:
+            lines += ["Seconds per clip (CPU, 1 thread): " + ", ".join(
+                f"{k} {v:.2f}" for k, v in res["seconds_per_clip"].items()), ""]
     return "\n".join(lines)
 
 

@@ -3,8 +3,9 @@
     python bench/mel_codec_quality.py                       # 5 Asterisk prompts (Debian asterisk-core-sounds-en-g722)
     python bench/mel_codec_quality.py a.wav b.flac          # your own clips
     python bench/mel_codec_quality.py --codecs mel "mel:n_mels=128"
+    python bench/mel_codec_quality.py --codecs mel runs/codec-mel/release   # Griffin-Lim vs a trained decoder
 
-Each clip is encoded and decoded at 16 kHz and compared with the input: STOI and PESQ (wide band) from the
+Each clip is encoded and decoded at 16 kHz and compared with the input: STOI, ESTOI and PESQ (wide band) from the
 ``pystoi`` / ``pesq`` packages (``pip install genflow[eval]``), SI-SDR in dB, the mean absolute log-mel error
 of the re-encoded output in nats, and the real-time factor (encode + decode seconds / audio seconds, CPU,
 best of 3 runs).
@@ -73,11 +74,14 @@ def evaluate(spec: str, clips: list[torch.Tensor]) -> dict[str, float]:
         seconds += min(times)
         audio_s += wav.numel() / 16000
         ref = wav[: out.numel()]
-        logmel = (codec.encode(out[None]) - latent).abs().mean().item() * getattr(codec.config, "log_std", 1.0)
-        rows.append((stoi(ref.numpy(), out.numpy(), 16000), pesq(16000, ref.numpy(), out.numpy(), "wb"),
-                     si_sdr(ref, out), logmel))
+        mel_config = getattr(codec.config, "mel", codec.config)  # a trained decoder (mel-vocos) nests them
+        logmel = (codec.encode(out[None]) - latent).abs().mean().item() * getattr(mel_config, "log_std", 1.0)
+        r, o = ref.numpy(), out.numpy()
+        rows.append((stoi(r, o, 16000), stoi(r, o, 16000, extended=True), pesq(16000, r, o, "wb"), si_sdr(ref, out),
+                     logmel))
     mean = torch.tensor(rows).mean(0).tolist()
-    return {"stoi": mean[0], "pesq": mean[1], "si_sdr": mean[2], "logmel": mean[3], "rtf": seconds / audio_s}
+    return {"stoi": mean[0], "estoi": mean[1], "pesq": mean[2], "si_sdr": mean[3], "logmel": mean[4],
+            "rtf": seconds / audio_s}
 
 
 def main() -> None:
@@ -94,12 +98,12 @@ def main() -> None:
     total = sum(c.numel() for c in clips) / 16000
     print(f"{len(clips)} clips, {total:.1f} s of 16 kHz speech: {', '.join(os.path.basename(p) for p in paths)}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads\n")
-    print(f"| {'codec setting':<52} | STOI  | PESQ-wb | SI-SDR dB | log-mel L1 (nats) | RTF (CPU) |")
-    print(f"|{'-' * 54}|-------|---------|-----------|-------------------|-----------|")
+    print(f"| {'codec setting':<52} | STOI  | ESTOI | PESQ-wb | SI-SDR dB | log-mel L1 (nats) | RTF (CPU) |")
+    print(f"|{'-' * 54}|-------|-------|---------|-----------|-------------------|-----------|")
     for spec in args.codecs:
         m = evaluate(spec, clips)
-        print(f"| {spec:<52} | {m['stoi']:.3f} | {m['pesq']:7.2f} | {m['si_sdr']:9.1f} | {m['logmel']:17.3f} "
-              f"| {m['rtf']:9.4f} |")
+        print(f"| {spec:<52} | {m['stoi']:.3f} | {m['estoi']:.3f} | {m['pesq']:7.2f} | {m['si_sdr']:9.1f} "
+              f"| {m['logmel']:17.3f} | {m['rtf']:9.4f} |")
 
 
 if __name__ == "__main__":

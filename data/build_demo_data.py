@@ -8,7 +8,8 @@ and `data/demo/LICENSE.md` (per-source attribution).
 Install the sources, then run it from the repository root (about one minute on 2 CPU cores):
 
     apt-get install -y --no-install-recommends ffmpeg fluidsynth fluid-soundfont-gm abcmidi \
-        sonic-pi-samples asterisk-core-sounds-en asterisk-core-sounds-en-g722 lincity-ng-data
+        sonic-pi-samples asterisk-core-sounds-en asterisk-core-sounds-en-g722 lincity-ng-data \
+        klettres-data ktuberling-data espeak-ng
     pip install music21 soundfile soxr numpy
     python data/build_demo_data.py            # or: --out data/demo --only tta,ttm,se
 
@@ -18,7 +19,10 @@ Splits written:
   ttm/  Ryan's Mammoth Collection tunes (music21 ABC corpus) -> abc2midi -> fluidsynth FluidR3_GM at 16 kHz,
         one 6-8 s excerpt per tune with a chosen GM instrument and tempo; rows {"id", "audio", "caption",
         "instrument", "tempo", "key", "meter", "rhythm", "title", "duration"}.
-  se/   Asterisk "Allison" prompts (clean speech, exact transcripts) + LinCity-NG / Sonic Pi noises.
+  se/   Asterisk "Allison" prompts (clean speech, exact transcripts), many more voices (KLettres letters and
+        KTuberling words, one speaker per language folder, joined into 2-3 s utterances; espeak-ng synthetic
+        voices) + LinCity-NG / Sonic Pi / synthetic noises and hum. `pocketsphinx-testdata` and the sound files
+        of `alsa-utils` are deliberately never read: they are kept for an outside check.
         Train: clean/*.flac + train.jsonl {"id", "clean", "transcript"}, noise/*.flac + noise_train.jsonl
         {"audio", "source"} (mix on the fly). Test: other prompts and other noise files, mixed at fixed SNRs:
         test/clean, test/noisy, test.jsonl {"id", "clean", "noisy", "snr_db", "transcript", "noise_source"}.
@@ -50,6 +54,15 @@ LINCITY = Path("/usr/share/games/lincity-ng/sounds")
 ALLISON = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 ALLISON_TEXT = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+KLETTRES = Path("/usr/share/klettres")
+KTUBERLING = Path("/usr/share/ktuberling/sounds")
+# SE speakers (one per language folder of a package) the test split holds out: never heard in training.
+SE_TEST_SPEAKERS = ("klettres/it", "klettres/pt_BR", "ktuberling/gl", "ktuberling/sl")
+# espeak-ng voices (synthetic speech, training only) speaking Allison's training transcripts.
+ESPEAK_VOICES = ("en-us", "en-us+f2", "en-gb-x-rp+m3", "en-029+f4", "en-gb-scotland+m1", "en+f3")
+# Sonic Pi (CC0) noises: for training, and held out for the test split.
+SE_SONIC_TRAIN = ("vinyl_hiss", "loop_3d_printer", "ambi_soft_buzz", "vinyl_scratch")
+SE_SONIC_TEST = ("ambi_sauna", "ambi_haunted_hum")
 
 # ---------------------------------------------------------------------------------------------------------
 # Hand-written captions. Sonic Pi sample name -> (label, caption); the label is a coarse class for a
@@ -473,8 +486,9 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> tuple[np.
     return (clean * scale).astype(np.float32), (noisy * scale).astype(np.float32)
 
 
-def build_se(out: Path, n_test: int = 40, train_seconds: float = 200.0, noise_seconds: float = 2.5) -> dict:
-    """Write se/{clean,noise,test/clean,test/noisy} and se/{train,noise_train,test}.jsonl."""
+def build_se_allison(out: Path, n_test: int = 40, train_seconds: float = 200.0,
+                     noise_seconds: float = 2.5) -> dict:
+    """The Allison part of se/: clean prompts, LinCity-NG noises, 40 test mixtures (rows not yet written)."""
     se = out / "se"
     prompts = allison_prompts()
     order = _rng("se-prompts").permutation(len(prompts))
@@ -498,12 +512,13 @@ def build_se(out: Path, n_test: int = 40, train_seconds: float = 200.0, noise_se
             noises.setdefault(re.sub(r"\d+$", "", p.stem), []).append(p)
     test_noises = [files[-1] for files in noises.values() if len(files) >= 2]
     # One training file per category (the budget), at its original level (mixing sets the SNR anyway).
-    train_noises = [files[0] for files in noises.values()] + [SONIC_PI / "vinyl_hiss.flac"]
+    train_noises = [files[0] for files in noises.values()] + [SONIC_PI / f"{n}.flac" for n in SE_SONIC_TRAIN]
     noise_rows = []
     for p in train_noises:
         clip_id = ("sonicpi_" if p.parent == SONIC_PI else "lincity_") + p.stem
         write_flac(se / "noise" / f"{clip_id}.flac", read_mono(p)[: int(noise_seconds * SR)])
         noise_rows.append({"audio": f"noise/{clip_id}.flac", "source": p.name})
+    train_rows = [{**r, "speaker": "asterisk/allison", "source": "asterisk-core-sounds-en-g722"} for r in train_rows]
 
     snr_grid = [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0]
     test_rows = []
@@ -521,11 +536,119 @@ def build_se(out: Path, n_test: int = 40, train_seconds: float = 200.0, noise_se
         write_flac(se / "test" / "noisy" / f"{clip_id}.flac", noisy)
         test_rows.append({"id": clip_id, "clean": f"test/clean/{clip_id}.flac",
                           "noisy": f"test/noisy/{clip_id}.flac", "snr_db": snr_db, "transcript": text,
-                          "noise_source": noise_path.name})
-    write_jsonl(se / "train.jsonl", train_rows)
-    write_jsonl(se / "noise_train.jsonl", noise_rows)
-    write_jsonl(se / "test.jsonl", test_rows)
-    return {"train": train_rows, "noise": noise_rows, "test": test_rows, "train_seconds": total}
+                          "noise_source": noise_path.name, "speaker": "asterisk/allison"})
+    return {"train": train_rows, "noise": noise_rows, "test": test_rows, "train_seconds": total,
+            "test_noises": test_noises}
+
+
+# More voices and noises for SE: every speaker and noise in the test split below is one training never hears.
+def speaker_items() -> dict[str, list[tuple[str, Path]]]:
+    """Speaker id ("klettres/fr", "ktuberling/de") -> [(spoken text, file)]: one speaker per language folder."""
+    speakers: dict[str, list[tuple[str, Path]]] = {}
+    for lang in sorted(d for d in KLETTRES.iterdir() if d.is_dir()):
+        files = sorted(lang.rglob("*.ogg"))
+        if len(files) >= 8:  # letters (alpha/) and syllables (syllab/); "a-0" / "a-1" are takes of "a"
+            speakers[f"klettres/{lang.name}"] = [(re.sub(r"-\d+$", "", f.stem), f) for f in files]
+    for lang in sorted(d for d in KTUBERLING.iterdir() if d.is_dir()):
+        files = sorted([*lang.glob("*.ogg"), *lang.glob("*.wav")])
+        if len(files) >= 8:
+            # The file names are the English names of the objects the speaker names in their own language.
+            speakers[f"ktuberling/{lang.name}"] = [(f"[{f.stem.replace('_', ' ')}]", f) for f in files]
+    return speakers
+
+
+def utterance(items: list[tuple[str, Path]], rng: np.random.Generator, seconds: float) -> tuple[np.ndarray, str]:
+    """Random items of one speaker joined with 0.08-0.25 s pauses until `seconds`; (audio, transcript)."""
+    parts, words, total = [], [], 0.0
+    for i in rng.permutation(len(items)):
+        text, path = items[i]
+        x = trim_silence(read_mono(path), rel_db=-40.0, pad_s=0.03)
+        if x.size < 0.1 * SR:
+            continue
+        x = x / max(np.abs(x).max(), 1e-6)  # packages record at different levels: equalise the peaks
+        gap = np.zeros(int(rng.uniform(0.08, 0.25) * SR), np.float32)
+        parts += [x, gap]
+        words.append(text)
+        total += (x.size + gap.size) / SR
+        if total >= seconds:
+            break
+    return peak_normalise(np.concatenate(parts[:-1])), " ".join(words)
+
+
+def espeak(text: str, voice: str, speed: int) -> np.ndarray:
+    """Synthetic speech from espeak-ng (22.05 kHz) at 16 kHz, shape (N,)."""
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text], check=True,
+                         capture_output=True).stdout
+    return peak_normalise(trim_silence(read_mono(wav), rel_db=-45.0, pad_s=0.05))
+
+
+def synthetic_noise(kind: str, seconds: float, seed: str) -> np.ndarray:
+    """Coloured noise ("white", "pink", "brown") or mains hum ("hum50", "hum60": harmonics + a little hiss)."""
+    rng, n = _rng("noise", seed), int(seconds * SR)
+    if kind.startswith("hum"):
+        f0, t = float(kind[3:]), np.arange(n) / SR
+        amps = rng.uniform(0.2, 1.0, 8) / np.arange(1, 9) ** rng.uniform(0.5, 1.5)
+        x = sum(a * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) for k, a in enumerate(amps, 1))
+        x = x + 0.02 * rng.standard_normal(n)
+    else:
+        spec = np.fft.rfft(rng.standard_normal(n))
+        f = np.maximum(np.fft.rfftfreq(n, 1 / SR), 20.0)
+        spec = spec * {"white": 1.0, "pink": f ** -0.5, "brown": f ** -1.0}[kind]
+        x = np.fft.irfft(spec, n)
+    return peak_normalise(x.astype(np.float32), -6.0)
+
+
+def build_se_voices(out: Path, allison: dict, utt_seconds: float = 2.4, per_train_speaker: int = 3,
+                    per_test_speaker: int = 8) -> dict:
+    """Add many-speaker clean clips, espeak-ng voices and more noises to se/; test rows for held-out speakers."""
+    se, train, test = out / "se", [], []
+    for speaker, items in speaker_items().items():
+        held = speaker in SE_TEST_SPEAKERS
+        for k in range(per_test_speaker if held else per_train_speaker):
+            x, text = utterance(items, _rng("se-voice", speaker, k), utt_seconds)
+            clip_id = f"{speaker.replace('/', '_')}_{k}"
+            row = {"id": clip_id, "transcript": text, "speaker": speaker, "source": speaker.split("/")[0] + "-data"}
+            (test if held else train).append((row, x))
+    for j, voice in enumerate(ESPEAK_VOICES):  # synthetic voices speak Allison's training sentences
+        for k in range(2):
+            text = allison["train"][(3 * j + k) % len(allison["train"])]["transcript"]
+            x = espeak(text, voice, int(_rng("espeak", voice, k).integers(140, 200)))
+            row = {"id": f"espeak_{re.sub(r'[^a-z0-9]+', '-', voice)}_{k}", "transcript": text,
+                   "speaker": f"espeak-ng/{voice}", "source": "espeak-ng"}
+            train.append((row, x))
+    for row, x in train:
+        write_flac(se / "clean" / f"{row['id']}.flac", x)
+        allison["train"].append({**row, "clean": f"clean/{row['id']}.flac"})
+    for kind in ("white", "pink", "brown", "hum50"):
+        write_flac(se / "noise" / f"synthetic_{kind}.flac", synthetic_noise(kind, 2.5, kind))
+        allison["noise"].append({"audio": f"noise/synthetic_{kind}.flac", "source": f"synthetic:{kind}"})
+    # Held-out noises: LinCity-NG test files, Sonic Pi samples and a 60 Hz hum training never hears.
+    noises = [(p.name, read_mono(p)) for p in allison["test_noises"]]
+    noises += [(f"{n}.flac", read_mono(SONIC_PI / f"{n}.flac")) for n in SE_SONIC_TEST]
+    noises += [("synthetic:hum60", synthetic_noise("hum60", 4.0, "hum60-test"))]
+    snr_grid = [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0]
+    for j, (row, clean) in enumerate(test):
+        name, noise = noises[(7 * j) % len(noises)]
+        noise = np.tile(noise, int(np.ceil(len(clean) / len(noise))) + 1)
+        start = int(_rng("se-test-voice", row["id"]).integers(0, len(noise) - len(clean)))
+        snr_db = snr_grid[j % len(snr_grid)]
+        clean, noisy = mix_at_snr(clean, noise[start: start + len(clean)], snr_db)
+        write_flac(se / "test" / "clean" / f"{row['id']}.flac", clean)
+        write_flac(se / "test" / "noisy" / f"{row['id']}.flac", noisy)
+        allison["test"].append({"id": row["id"], "clean": f"test/clean/{row['id']}.flac",
+                                "noisy": f"test/noisy/{row['id']}.flac", "snr_db": snr_db,
+                                "transcript": row["transcript"], "noise_source": name, "speaker": row["speaker"]})
+    return allison
+
+
+def build_se(out: Path) -> dict:
+    """Write se/{clean,noise,test/clean,test/noisy} and se/{train,noise_train,test}.jsonl."""
+    rows = build_se_voices(out, build_se_allison(out))
+    write_jsonl(out / "se" / "train.jsonl", rows["train"])
+    write_jsonl(out / "se" / "noise_train.jsonl", rows["noise"])
+    write_jsonl(out / "se" / "test.jsonl", rows["test"])
+    rows.pop("test_noises")
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -558,6 +681,8 @@ def write_readme(out: Path) -> None:
     n_cl, s_cl = _seconds(out / "se" / "clean")
     n_no, s_no = _seconds(out / "se" / "noise")
     n_te, s_te = _seconds(out / "se" / "test" / "clean")
+    n_spk = len({json.loads(x)["speaker"] for x in (out / "se" / "train.jsonl").open()})
+    n_test_spk = len({json.loads(x)["speaker"] for x in (out / "se" / "test.jsonl").open()} - {"asterisk/allison"})
     parts = [
         "# Demo dataset (real recordings, 16 kHz mono 16-bit FLAC)",
         "",
@@ -575,11 +700,12 @@ def write_readme(out: Path) -> None:
         f" FluidR3_GM | {n_ttm} files in ttm/audio, {s_ttm / 60:.1f} min in all |",
         f"| ttm/test.jsonl | {count(out / 'ttm' / 'test.jsonl')} | ~15 % of each instrument held out"
         " | (same folder) |",
-        f"| se/train.jsonl | {count(out / 'se' / 'train.jsonl')} | clean Allison prompts + transcripts"
-        f" | {n_cl} files, {s_cl / 60:.1f} min |",
+        f"| se/train.jsonl | {count(out / 'se' / 'train.jsonl')} | clean speech of {n_spk} speakers (Allison"
+        f" prompts, KLettres/KTuberling voices, espeak-ng) | {n_cl} files, {s_cl / 60:.1f} min |",
         f"| se/noise_train.jsonl | {count(out / 'se' / 'noise_train.jsonl')} | training noises (mix on the"
         f" fly) | {n_no} files, {s_no / 60:.1f} min |",
-        f"| se/test.jsonl | {count(out / 'se' / 'test.jsonl')} | other prompts + other noise recordings,"
+        f"| se/test.jsonl | {count(out / 'se' / 'test.jsonl')} | other Allison prompts + {n_test_spk} held-out"
+        " speakers, noise recordings never heard in training,"
         f" fixed SNR in {{-5, 0, 5, 10, 15, 20}} dB | {n_te} clean + {n_te} noisy,"
         f" {s_te / 60:.1f} min each |",
         "",
@@ -591,9 +717,14 @@ def write_readme(out: Path) -> None:
         "first note and are peak-normalised to -1 dBFS.",
         "",
         "SE: LinCity-NG ambiences are mostly 11.025 kHz recordings, so most noises have no energy above",
-        "5.5 kHz; the speech is real 16 kHz wideband (G.722). Training noises (one file per category) are",
-        "cut to 2.5 s at their original level; test noise files (the highest-numbered file of each LinCity",
-        "category) never appear in training.",
+        "5.5 kHz; the Allison speech is real 16 kHz wideband (G.722). Training noises (one file per category,",
+        "4 Sonic Pi samples, white/pink/brown noise and a 50 Hz hum) are cut to 2.5 s; test noise files (the",
+        "highest-numbered file of each LinCity category, 2 other Sonic Pi samples, a 60 Hz hum) never appear",
+        "in training. KLettres (letters, syllables) and KTuberling (words) recordings are one speaker per",
+        f"language folder, joined into ~2.4 s utterances; the test split holds out {', '.join(SE_TEST_SPEAKERS)}",
+        "(`speaker` field). KTuberling transcripts are the English names, in brackets, of the objects spoken.",
+        "espeak-ng voices (synthetic) read Allison's training sentences, training only.",
+        "`pocketsphinx-testdata` and the sound files of `alsa-utils` are never used (kept for an outside check).",
         "",
         "| folder | bytes |",
         "|---|---|",
@@ -624,7 +755,9 @@ def sonic_pi_attribution() -> dict[str, str]:
 def write_license(out: Path, tta_rows: list[dict], se_noise: list[dict]) -> None:
     """Write data/demo/LICENSE.md: per-source package, upstream, licence and attribution."""
     credits = sonic_pi_attribution()
-    used = sorted({r["id"].removeprefix("sonicpi_") for r in tta_rows if r["id"].startswith("sonicpi_")})
+    n_lincity = sum("lincity_" in r["audio"] for r in se_noise)
+    used = sorted({r["id"].removeprefix("sonicpi_") for r in tta_rows if r["id"].startswith("sonicpi_")}
+                  | set(SE_SONIC_TRAIN) | set(SE_SONIC_TEST))
     sonic_lines = [f"- `{n}`: {credits.get(n.replace('_', ''), 'see /usr/share/sonic-pi/samples/README.md')}"
                    for n in used]
     text = f"""# Licences and attribution of data/demo
@@ -641,7 +774,7 @@ Each file keeps the licence of its source; share-alike sources (CC-BY-SA, GPL) s
 - Attribution: Copyright 2003-2010 Allison Smith (recorded by Allison Smith, http://www.theivrvoice.com;
   financial contributions by Digium, Inc.), "Asterisk core sounds" (en).
 
-## Sonic Pi samples -> tta/audio/sonicpi_*, se/noise/sonicpi_vinyl_hiss.flac
+## Sonic Pi samples -> tta/audio/sonicpi_*, se/noise/sonicpi_*, se/test (ambi_sauna, ambi_haunted_hum)
 - Debian package `sonic-pi-samples`, upstream https://github.com/sonic-pi-net/sonic-pi (etc/samples).
 - Licence: CC0 1.0 (public domain dedication) for every sample, per /usr/share/sonic-pi/samples/README.md and
   /usr/share/doc/sonic-pi-samples/copyright. Attribution is not required; we give it anyway (freesound
@@ -653,7 +786,26 @@ Each file keeps the licence of its source; share-alike sources (CC-BY-SA, GPL) s
 - Licence: GPL-2+; the models, images and sound effects are dual-licensed GPL-2+ / Creative Commons
   Attribution-ShareAlike 2.0. Copyright the LinCity-NG authors (I J Peters, Greg Sharp, Corey Keasling,
   Ingo Ruhnke, David Kamphausen, Jimmy Salmon, Wolfgang Becker, Matthias Braun, Xabier Cancela; see the
-  upstream CREDITS file). {len(se_noise)} training noise files and the test mixtures derive from them.
+  upstream CREDITS file). {n_lincity} training noise files and the test mixtures derive from them.
+
+## KLettres letters and syllables -> se/clean/klettres_*, se/test (held-out speakers)
+- Debian package `klettres-data`, upstream https://invent.kde.org/education/klettres (data/sounds).
+- Licence: GPL-2+ (Copyright 2001-2011 Anne-Marie Mahfouf and the KDE contributors; see
+  /usr/share/doc/klettres-data/copyright). One recorded speaker per language folder.
+
+## KTuberling words -> se/clean/ktuberling_*, se/test (held-out speakers)
+- Debian package `ktuberling-data`, upstream https://invent.kde.org/games/ktuberling (sounds/).
+- Licence: GPL-2+ (Copyright 2007-2017 Albert Astals Cid, 2000 KDE Team, 2000-2002 Meni Livne and the KDE
+  contributors; see /usr/share/doc/ktuberling-data/copyright).
+
+## espeak-ng synthetic voices -> se/clean/espeak_*
+- Debian package `espeak-ng`, run by the builder on Allison's training sentences (generated output, no
+  recording).
+- Licence: the program is GPL-3+; we bundle its output under GPL-3+ to be safe.
+
+## Synthetic noises -> se/noise/synthetic_*, the 60 Hz hum of se/test
+- White, pink, brown noise and mains hum generated by `data/build_demo_data.py` (seeded).
+- Licence: CC0 1.0 (public domain dedication).
 
 ## Ryan's Mammoth Collection (music21 corpus) -> ttm/audio
 - PyPI package `music21` (BSD-3-Clause code), corpus folder `music21/corpus/ryansMammoth` (ABC
@@ -681,8 +833,10 @@ def main() -> None:
     bad = [p for p in parts if p not in ("tta", "ttm", "se")]
     if bad:
         raise ValueError(f"--only got {bad}; expected a comma-separated subset of tta,ttm,se")
-    missing = [str(p) for p in (SONIC_PI, LINCITY, ALLISON, ALLISON_TEXT, SOUNDFONT) if not p.exists()]
-    missing += [tool for tool in ("ffmpeg", "abc2midi", "fluidsynth") if shutil.which(tool) is None]
+    needs = {"tta": ([SONIC_PI, LINCITY], []), "ttm": ([SOUNDFONT], ["abc2midi", "fluidsynth"]),
+             "se": ([SONIC_PI, LINCITY, ALLISON, ALLISON_TEXT, KLETTRES, KTUBERLING], ["ffmpeg", "espeak-ng"])}
+    missing = sorted({str(p) for part in parts for p in needs[part][0] if not p.exists()})
+    missing += sorted({tool for part in parts for tool in needs[part][1] if shutil.which(tool) is None})
     if missing:
         raise FileNotFoundError(f"missing {missing}; install the Debian packages listed in the docstring of "
                                 f"{__file__}")

@@ -28,6 +28,10 @@ class AudioFileNotFoundError(AudioError, FileNotFoundError):
     """The audio file does not exist."""
 
 
+class AudioWriteError(OSError):
+    """An audio file that cannot be written (read-only or full disk, a path that cannot be a folder)."""
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """Header facts of an audio file: read without decoding the samples."""
@@ -72,12 +76,8 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
                      info.format, info.subtype)
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
-    """Read any soundfile-readable file as a float32 mono (N,) tensor, resampled to ``sample_rate`` if given.
-
-    Multichannel audio is downmixed by the mean over channels; resampling uses soxr (high quality).
-    Returns ``(wav, rate)`` where ``rate`` is ``sample_rate`` if given, else the file's own rate.
-    """
+def read_audio_channels(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
+    """Read any soundfile-readable file as float32 (channels, N) at its own rate; never empty, never NaN."""
     path = os.fspath(path)
     _check_file(path)
     try:
@@ -91,7 +91,17 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
         bad = int((~np.isfinite(data)).sum())
         raise AudioError(f"audio file {path!r} contains {bad} NaN/inf samples; expected finite samples, "
                          "re-export it (float WAVs from a diverged model often carry NaN)")
-    wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])  # (N,)
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)  # (channels, N)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
+    """Read any soundfile-readable file as a float32 mono (N,) tensor, resampled to ``sample_rate`` if given.
+
+    Multichannel audio is downmixed by the mean over channels; resampling uses soxr (high quality).
+    Returns ``(wav, rate)`` where ``rate`` is ``sample_rate`` if given, else the file's own rate.
+    """
+    data, sr = read_audio_channels(path)  # (channels, N)
+    wav = data.mean(0) if data.shape[0] > 1 else data[0]  # (N,)
     if sample_rate is not None and sample_rate != sr:
         wav = resample(wav, sr, sample_rate)
         sr = sample_rate
@@ -125,6 +135,7 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_r
     ``subtype`` defaults to 16-bit PCM ("PCM_16"); WAV also takes "PCM_24", "PCM_32" and "FLOAT" (32-bit
     float, no clipping), FLAC "PCM_24". PCM output is clipped to [-1, 1]. Parent folders are created and the
     file is written to a temporary name in the same folder, then renamed, so readers never see half a file.
+    A write that fails raises ``AudioWriteError`` (an ``OSError``) naming the file.
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower().lstrip(".")
@@ -142,11 +153,11 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_r
         raise ValueError(f"cannot save {path!r}: the waveform has NaN/inf samples; clean it first")
     if subtype != "FLOAT":
         x = np.clip(x, -1.0, 1.0)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp{os.getpid()}")
+    from genflow.hub import atomic_write
+
     try:
-        sf.write(tmp, x, int(sample_rate), subtype=subtype, format=ext.upper())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with atomic_write(path) as tmp:
+            sf.write(tmp, x, int(sample_rate), subtype=subtype, format=ext.upper())
+    except (OSError, RuntimeError) as e:  # read-only or full disk, a file where a folder should be (libsndfile)
+        raise AudioWriteError(f"cannot write {path!r} ({type(e).__name__}: {e}); check that its folder can be "
+                              "created and written to and that the disk has space") from None

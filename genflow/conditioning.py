@@ -83,6 +83,8 @@ class Conditioner(nn.Module):
         if self.keys is None:
             raise ValueError("this conditioner was built for inference (no BatchKeys); pass keys=BatchKeys(...)")
         x, mask = self._latents(batch, self.keys.target, device)
+        if bool((batch["lengths"] == batch["lengths"].max()).all()):  # CPU lengths: no device sync
+            mask = None  # no padding: no attention mask, so SDPA may pick its flash/efficient kernels
         inputs = {"x": x, "mask": mask, "text": None, "text_mask": None, "aligned": None}
         if self.keys.text:
             inputs["text"], inputs["text_mask"] = self.encode_text(batch[self.keys.text], device)
@@ -100,10 +102,11 @@ def inside(root: Path | None, name: str) -> str:
 
 def build_conditioner(codec: str, text_encoder: str | None = None, *, device: torch.device | str | None = None,
                       root: str | Path | None = None, keys: BatchKeys | None = None,
-                      prompt_template: str = "{}") -> Conditioner:
+                      prompt_template: str = "{}", text_cache: str | Path | None = None) -> Conditioner:
     """The one assembly of a codec and a text encoder (prompt-cached) by name, for training and inference.
 
     ``root``: a release folder whose ``codec/`` or ``text_encoder/`` subfolders stand for those names.
+    ``text_cache``: a folder keeping the text encoder's states of every caption on disk (training).
     """
     from genflow.codecs import load_codec
     from genflow.text import CachedTextEncoder, load_text_encoder
@@ -111,5 +114,5 @@ def build_conditioner(codec: str, text_encoder: str | None = None, *, device: to
     root = Path(root) if root is not None else None
     text = None
     if text_encoder:
-        text = CachedTextEncoder(load_text_encoder(inside(root, text_encoder), device=device))
+        text = CachedTextEncoder(load_text_encoder(inside(root, text_encoder), device=device), cache_dir=text_cache)
     return Conditioner(load_codec(inside(root, codec), device=device), text, keys, prompt_template)

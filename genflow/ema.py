@@ -44,22 +44,30 @@ class EMA:
     @contextmanager
     @torch.no_grad()
     def applied(self) -> Iterator[None]:
-        """Temporarily load the averaged weights into the model's parameters."""
-        backup = [p.detach().clone() for p in self.params]
-        for p, s in zip(self.params, self.shadow):
-            p.copy_(s)
+        """Temporarily load the averaged weights into the model's parameters.
+
+        Swapped, not backed up: while inside, each shadow holds its parameter's raw value (exactly: fp32,
+        or a lower precision widened to fp32), so the extra memory is one tensor at a time, not a model copy.
+        """
+        self._swap()
         try:
             yield
         finally:
-            for p, b in zip(self.params, backup):
-                p.copy_(b)
+            self._swap()
+
+    def _swap(self) -> None:
+        """Exchange the values of every parameter and its shadow (one temporary tensor at a time)."""
+        for p, s in zip(self.params, self.shadow):
+            raw = p.detach().clone()
+            p.copy_(s)
+            s.copy_(raw)
 
     def save(self, path: str | Path) -> None:
         """Write this process's shadows to safetensors (under FSDP each process holds, and saves, its shard)."""
-        from safetensors.torch import save_file
+        from genflow.hub import write_weights
 
-        tensors = {f"shadow.{i}": _local(t).detach().contiguous().cpu() for i, t in enumerate(self.shadow)}
-        save_file(tensors, str(path), metadata={"decay": str(self.decay), "num_updates": str(self.num_updates)})
+        tensors = {f"shadow.{i}": _local(t) for i, t in enumerate(self.shadow)}
+        write_weights(path, tensors, metadata={"decay": str(self.decay), "num_updates": str(self.num_updates)})
 
     def load(self, path: str | Path) -> None:
         """Read shadows written by ``save`` (same model, same sharding)."""

@@ -1,12 +1,12 @@
 """Weights on disk and on the hub: one resolver, one strict loader, one atomic writer.
 
     folder = resolve("mispeech/dashengtokenizer")        # hub id -> local snapshot folder
-    folder = resolve("owner/name@v1.0:vae")               # a revision and a subfolder
+    folder = resolve("owner/name@v1.0:vae")               # a revision and a subfolder (":." = the root)
     folder = resolve("runs/tta-demo/release")             # a local folder is used as it is
     load_weights(model, folder / "model.safetensors")     # strict; the error names file and keys
     with atomic_write(path) as tmp: ...                    # write tmp, then rename over path
 
-A reference is a local folder when one exists at that path; otherwise it must read
+A reference is a local folder when one exists at that path (``DIR[:SUBFOLDER]``); otherwise it must read
 ``owner/name[@revision][:subfolder]`` and is fetched with ``huggingface_hub.snapshot_download``.
 Loading goes through safetensors and JSON only: nothing on a load path is unpickled.
 """
@@ -30,9 +30,28 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 def parse_ref(ref: str | os.PathLike) -> tuple[str, str | None, str | None]:
     """``owner/name[@revision][:subfolder]`` -> (repo id, revision or None, subfolder or None)."""
     text = os.fspath(ref).strip()
+    if text.endswith(":"):
+        raise ValueError(f"reference {text!r} ends with ':'; expected 'SOURCE:SUBFOLDER' (e.g. "
+                         "'stabilityai/stable-audio-open-1.0:vae') or 'SOURCE:.' for the root")
     text, _, subfolder = text.partition(":")
     repo, _, revision = text.partition("@")
-    return repo, revision or None, subfolder.strip("/") or None
+    subfolder = subfolder.strip("/")
+    return repo, revision or None, None if subfolder in ("", ".") else subfolder  # ':.' names the root
+
+
+def _local(ref: str) -> Path | None:
+    """The folder a local reference names (``DIR`` or ``DIR:SUBFOLDER``), or None when it is not local."""
+    if os.path.isdir(ref):
+        return Path(ref)
+    base, sep, sub = ref.rpartition(":")
+    if sep and os.path.isdir(base):
+        return Path(base) / sub if sub.strip("/.") else Path(base)
+    return None
+
+
+def is_local(ref: str | os.PathLike) -> bool:
+    """Whether ``ref`` names an existing local folder (``DIR`` or ``DIR:SUBFOLDER``)."""
+    return _local(os.fspath(ref).strip()) is not None
 
 
 def is_hub_id(ref: str | os.PathLike) -> bool:
@@ -51,8 +70,10 @@ def resolve(ref: str | os.PathLike, *, files: Sequence[str] = ("config.json",), 
     required file is missing.
     """
     text = os.fspath(ref).strip()
-    if os.path.isdir(text):
-        folder = Path(text)
+    if (local := _local(text)) is not None:
+        if not local.is_dir():
+            raise FileNotFoundError(f"{local} not found: {text!r} names a subfolder that is not there")
+        folder = local
     elif is_hub_id(text):
         repo, rev, sub = parse_ref(text)
         prefix = f"{sub}/" if sub else ""
@@ -167,6 +188,18 @@ def write_weights(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
     with atomic_write(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     return Path(path)
+
+
+def save_model(folder: str | os.PathLike, model: nn.Module, state_dict: Mapping[str, torch.Tensor] | None,
+               config: dict) -> Path:
+    """``model.safetensors`` (``state_dict`` or the model's own, wrapper prefixes removed, keys checked strictly)
+    then ``config.json``, both atomically: a folder with a config.json is complete."""
+    state = state_dict if state_dict is not None else model.state_dict()
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
+    check_keys(model.state_dict(), state, "the state_dict to save")
+    write_weights(Path(folder) / "model.safetensors", state)
+    write_json(Path(folder) / "config.json", config)
+    return Path(folder)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,6 @@ gates enter as ``tanh(1 - g)`` (attention) and ``1 - g`` (MLP), which ``gate="un
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from genflow import hub
+from genflow.config import from_dict
 
 MODEL_TYPE = "genflow-dit"
 
@@ -79,13 +79,7 @@ class DiTConfig:
     @classmethod
     def from_dict(cls, d: dict) -> DiTConfig:
         """Build from a dict, failing on unknown keys with the nearest valid name."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in names:
-                near = difflib.get_close_matches(key, names, n=1)
-                hint = f"did you mean {near[0]!r}?" if near else f"valid fields: {names}"
-                raise ValueError(f"unknown DiTConfig field {key!r}; {hint}")
-        return cls(**d)
+        return from_dict(cls, d, "DiTConfig")
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -442,13 +436,8 @@ class DiT(nn.Module):
 
     def save_pretrained(self, save_directory: str | os.PathLike, state_dict: dict | None = None) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (``state_dict`` e.g. EMA or gathered weights)."""
-        folder = Path(save_directory)
-        state = state_dict if state_dict is not None else self.state_dict()
-        state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
-        hub.check_keys(self.state_dict(), state, "the state_dict to save")
-        hub.write_weights(folder / "model.safetensors", state)
-        hub.write_json(folder / "config.json", {"model_type": MODEL_TYPE, **dataclasses.asdict(self.config)})
-        return folder
+        return hub.save_model(save_directory, self, state_dict, {"model_type": MODEL_TYPE,
+                                                                 **dataclasses.asdict(self.config)})
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, revision: str | None = None) -> DiT:

@@ -13,6 +13,8 @@ drawn in or the device. Guidance runs both halves of classifier-free guidance in
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Sequence
 
@@ -27,6 +29,18 @@ from genflow.sampling import SamplingSettings
 
 #: a release's "prediction" -> its sampler
 SAMPLERS = {"velocity": sample, "average_velocity": sample_average}
+logger = logging.getLogger("genflow.pipeline")
+
+
+def _without_autograd(method):
+    """Run a Generator method under its ``_no_autograd()`` mode."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._no_autograd():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class Generator:
@@ -34,8 +48,11 @@ class Generator:
 
     def __init__(self, model: torch.nn.Module, conditioner: Conditioner, settings: SamplingSettings | None = None,
                  *, dtype: torch.dtype | None = None, codec_id: str | None = None, text_encoder_id: str | None = None,
+                 trained_seconds: tuple[float, float] | None = None, inference_mode: bool = True,
                  prediction: str = "velocity"):
         self.model, self.conditioner = model, conditioner
+        # False: plain no_grad (training previews: FSDP2 cannot unshard parameters inside inference_mode)
+        self.inference_mode = inference_mode
         self.settings = settings or SamplingSettings()
         # What the model predicts decides the sampler, once: the ODE solvers for a velocity, jumps for an
         # average velocity (few-step models: one forward per step, guidance already folded in).
@@ -45,6 +62,18 @@ class Generator:
         self.dtype = None if dtype == torch.float32 else dtype  # autocast dtype (e.g. torch.bfloat16); None = fp32
         # What the release named them (for sidecars / reports); None when built by hand.
         self.codec_id, self.text_encoder_id = codec_id, text_encoder_id
+        # (shortest, longest) training clip in seconds, when the release says: beyond them, results degrade.
+        self.trained_seconds = trained_seconds
+        self._warned: set[str] = set()
+
+    def _no_autograd(self):
+        """``torch.inference_mode()``, or ``torch.no_grad()`` when built with ``inference_mode=False``."""
+        return torch.inference_mode() if self.inference_mode else torch.no_grad()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning("warning: %s", message)
 
     @property
     def codec(self):
@@ -60,7 +89,8 @@ class Generator:
 
     @property
     def sample_rate(self) -> int:
-        return self.codec.sample_rate
+        """The rate of generated audio: the codec decoder's (24/44.1 kHz for a decoder trained wider, recipes/codec)."""
+        return self.codec.output_sample_rate
 
     def _sample(self, noise, settings: SamplingSettings, progress=False, **conditions) -> torch.Tensor:
         """Noise (B, T, C) -> latents with the settings' solver/schedule/guidance (fp32 in, fp32 out)."""
@@ -69,7 +99,7 @@ class Generator:
         if not solver and settings.solver != "euler":
             raise ValueError(f"solver={settings.solver!r}: an average-velocity model jumps with one evaluation per "
                              "step and takes no ODE solver; use solver='euler' (its release's default)")
-        with torch.inference_mode(), autocast:
+        with self._no_autograd(), autocast:
             x = self._sampler(self.model, noise, settings.sigmas(self.device), **solver,
                               guidance_scale=settings.guidance_scale, guidance_rescale=settings.guidance_rescale,
                               progress=progress, **conditions)
@@ -78,14 +108,14 @@ class Generator:
     def _frames(self, settings: SamplingSettings, text, text_mask) -> list[int]:
         """Latent frames per prompt: from ``duration_s``, or the model's own prediction when it is None."""
         if settings.duration_s is not None:
-            samples = max(1, round(settings.duration_s * self.sample_rate))
+            samples = max(1, round(settings.duration_s * self.codec.sample_rate))  # at the encoder's rate
             return [max(1, self.codec.num_frames(samples))] * len(text)
         predict = getattr(self.model, "predict_frames", None)
         if predict is None:
             raise ValueError("duration_s=None but this model predicts no duration; give duration_s in seconds")
         return [int(n) for n in predict(text, text_mask).tolist()]
 
-    @torch.inference_mode()
+    @_without_autograd
     def generate(self, prompts: Sequence[str], *, seed: int | Sequence[int] = 0, batch_size: int = 8,
                  progress: bool = False, **settings) -> list[torch.Tensor]:
         """Text prompts -> one (N,) waveform at ``sample_rate`` per prompt.
@@ -103,6 +133,9 @@ class Generator:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: expected a positive integer")
         cfg = self.settings.replace(**settings)
+        if self.trained_seconds and cfg.duration_s and cfg.duration_s > self.trained_seconds[1]:
+            self._warn_once("long", f"duration_s={cfg.duration_s:g} is longer than any clip this model was trained "
+                                    f"on ({self.trained_seconds[1]:g} s); expect repetition or degraded audio")
         exact = max(1, round((cfg.duration_s or 0) * self.sample_rate))  # samples per clip for a given duration
         out: list[torch.Tensor] = []
         batches = range(0, len(prompts), batch_size)
@@ -119,11 +152,11 @@ class Generator:
                                   text_mask=text_mask, mask=mask.to(self.device) if ragged else None)
             audio = self.codec.decode(latent).float().cpu()  # (B, ~samples): trim/pad to the exact length
             for row, n in zip(audio, frames):
-                samples = n * self.codec.hop_length if cfg.duration_s is None else exact
+                samples = n * self.codec.output_hop_length if cfg.duration_s is None else exact
                 out.append(torch.nn.functional.pad(row, (0, max(0, samples - row.numel())))[:samples])
         return out
 
-    @torch.inference_mode()
+    @_without_autograd
     def enhance(self, waveform: torch.Tensor, sample_rate: int, *, seed: int = 0, batch_size: int = 4,
                 progress: bool = False, **settings) -> torch.Tensor:
         """Noisy speech (N,) or (channels, N) at ``sample_rate`` -> enhanced mono (N,) at ``sample_rate``.
@@ -140,9 +173,13 @@ class Generator:
             raise ValueError(f"waveform must be (N,) or (channels, N) and non-empty, got shape {tuple(wav.shape)}")
         if not torch.isfinite(wav).all():
             raise ValueError("waveform contains NaN or inf samples; clean the input first")
-        x = resample(wav, sample_rate, self.sample_rate) if sample_rate != self.sample_rate else wav
-        windows = Windows(x.numel(), self.codec.hop_length, cfg.chunk_s * self.sample_rate,
-                          cfg.overlap_s * self.sample_rate)
+        seconds, shortest = wav.numel() / sample_rate, (self.trained_seconds or (0.1, 0))[0]
+        if seconds < shortest:
+            self._warn_once("short", f"an input of {seconds:.3f} s is shorter than any clip this model was trained "
+                                     f"on ({shortest:g} s); expect a poor result")
+        rate = self.codec.sample_rate  # enhancement runs at the encoder's rate (a wider decoder's output is resampled)
+        x = resample(wav, sample_rate, rate) if sample_rate != rate else wav
+        windows = Windows(x.numel(), self.codec.hop_length, cfg.chunk_s * rate, cfg.overlap_s * rate)
         padded = torch.nn.functional.pad(x, (0, windows.padded - x.numel()))
         noise_all = make_noise((self.codec.num_frames(windows.padded) + 1, self.codec.latent_dim), seed=seed)
         out, weight = torch.zeros(windows.padded), torch.zeros(windows.padded)
@@ -153,6 +190,8 @@ class Generator:
             cond, _ = self.conditioner.encode_audio(audio)
             noise = torch.stack([noise_all[s // hop : s // hop + cond.shape[1]] for s in group]).to(self.device)
             clean = self.codec.decode(self._sample(noise, cfg, aligned=cond)).float().cpu()
+            if self.sample_rate != rate:
+                clean = resample(clean, self.sample_rate, rate)
             for s, piece in zip(group, clean):
                 m = min(piece.numel(), windows.width)
                 w = windows.weights(s)
@@ -161,7 +200,7 @@ class Generator:
         # Where the decoder's output was shorter than the window (codec frame rounding) nothing was
         # written; dividing by the summed fade weights keeps the crossfade exact elsewhere.
         out = torch.where(weight > 1e-6, out / weight.clamp_min(1e-6), torch.zeros_like(out))[: x.numel()]
-        return resample(out, self.sample_rate, sample_rate) if sample_rate != self.sample_rate else out
+        return resample(out, rate, sample_rate) if sample_rate != rate else out
 
 
 class Windows:
@@ -208,5 +247,7 @@ def load(path_or_hub_id: str, device: str | torch.device | None = None, dtype: t
     conditioner = build_conditioner(meta["codec"], meta.get("text_encoder"), device=device, root=folder,
                                     prompt_template=meta.get("prompt_template", "{}"))
     settings = SamplingSettings.from_dict(meta.get("sampling") or {})
+    trained = meta.get("trained_seconds")
     return Generator(model.eval(), conditioner, settings, dtype=dtype, codec_id=meta["codec"],
-                     text_encoder_id=meta.get("text_encoder"), prediction=meta.get("prediction", "velocity"))
+                     text_encoder_id=meta.get("text_encoder"), trained_seconds=tuple(trained) if trained else None,
+                     prediction=meta.get("prediction", "velocity"))

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genflow.codecs.mel import slaney_mel_filterbank
+from genflow.dsp import slaney_mel_filterbank, stft_magnitude
+from genflow.hub import atomic_write
 
 
 def log_mel_db(wav: torch.Tensor, sample_rate: int, n_mels: int = 80, top_db: float = 80.0) -> np.ndarray:
@@ -17,9 +18,7 @@ def log_mel_db(wav: torch.Tensor, sample_rate: int, n_mels: int = 80, top_db: fl
     wav = torch.as_tensor(wav, dtype=torch.float32).reshape(-1)
     n_fft = 1024 if sample_rate > 20000 else 512
     hop = n_fft // 4
-    if wav.numel() < n_fft:
-        wav = torch.nn.functional.pad(wav, (0, n_fft - wav.numel()))
-    spec = torch.stft(wav, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs() ** 2
+    spec = stft_magnitude(wav, n_fft, hop, power=2.0, min_length=True)  # (freqs, frames)
     fb = slaney_mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate).T  # (n_mels, freqs)
     db = 10.0 * torch.log10(torch.clamp(fb @ spec, min=1e-10))
     return torch.clamp(db, min=db.max() - top_db).numpy()
@@ -60,9 +59,6 @@ def save_spectrogram_grid(
         ax.set_xlabel("s", fontsize=7)
         ax.set_yticks([])
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    tmp.replace(path)
-    return path
+    with atomic_write(path) as tmp:  # the temp name keeps the .png suffix (matplotlib picks the format by it)
+        fig.savefig(tmp, dpi=80)
+    return Path(path)

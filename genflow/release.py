@@ -3,8 +3,9 @@
     release/
       config.json        the model's config (``model_type`` says which class loads it)
       model.safetensors  EMA weights, unwrapped, fp32
-      pipeline.json      {"format", "codec", "text_encoder", "prompt_template", "sampling", "prediction"}: how to
-                         sample with it ("prediction": "velocity" | "average_velocity"; absent = "velocity")
+      pipeline.json      {"format", "codec", "text_encoder", "prompt_template", "sampling", "trained_seconds",
+                         "prediction"}: how to sample with it ("prediction": "velocity" | "average_velocity";
+                         absent = "velocity")
 
 Training state (Accelerate folders, optimizer etc.) never goes here: a release is only for inference.
 ``load_release`` resolves a folder or hub id once and dispatches on ``config.json``'s ``model_type``;
@@ -22,11 +23,14 @@ import torch
 from torch import nn
 
 from genflow import hub
+from genflow.config import check_known
 from genflow.model import MODEL_TYPE, DiT
 from genflow.sampling import SamplingSettings
 
 FORMAT = "genflow-release-1"
-PIPELINE_KEYS = ("format", "codec", "text_encoder", "prompt_template", "sampling", "prediction")
+#: trained_seconds (optional): [shortest, longest] training clip in seconds, for warnings beyond them
+PIPELINE_KEYS = ("format", "codec", "text_encoder", "prompt_template", "sampling", "trained_seconds",
+                 "prediction")
 #: what a release's model predicts: the flow velocity, or the average velocity of a few-step model (absent: velocity)
 PREDICTIONS = ("velocity", "average_velocity")
 #: what a release download fetches besides config.json
@@ -53,15 +57,17 @@ def read_pipeline_dict(meta: dict, where: str) -> dict:
     """Check a pipeline dict: the format, no unknown keys, valid sampling settings."""
     if meta.get("format") != FORMAT:
         raise ValueError(f"{where}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    unknown = sorted(set(meta) - set(PIPELINE_KEYS))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; expected only {list(PIPELINE_KEYS)}")
+    check_known(sorted(meta), PIPELINE_KEYS, f"{where} (fix the file or re-run the release step)")
     if not meta.get("codec"):
         raise ValueError(f"{where}: no codec; expected a codec name, hub id or folder under 'codec'")
     if meta.get("prediction", "velocity") not in PREDICTIONS:
         raise ValueError(f"{where}: prediction {meta['prediction']!r}, expected one of {list(PREDICTIONS)} "
                          "(or no key: velocity)")
     SamplingSettings.from_dict(meta.get("sampling") or {}, where=f"{where} 'sampling'")
+    trained = meta.get("trained_seconds")
+    if trained is not None and not (isinstance(trained, list) and len(trained) == 2
+                                    and all(isinstance(t, (int, float)) and t > 0 for t in trained)):
+        raise ValueError(f"{where}: trained_seconds {trained!r}; expected [shortest, longest] clip in seconds")
     return meta
 
 

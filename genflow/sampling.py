@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 
+from genflow.config import from_dict
 from genflow.flow import SCHEDULES, SOLVERS, SWAY_RANGE, sigma_schedule
 
 #: name -> (valid?, what is expected): one rule per setting, used by the dataclass and the CLI parsers alike
@@ -76,13 +76,7 @@ class SamplingSettings:
     @classmethod
     def from_dict(cls, d: Mapping, where: str = "sampling settings") -> SamplingSettings:
         """Settings from a dict (e.g. ``pipeline.json``); unknown names fail with the nearest valid one."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in names:
-                near = difflib.get_close_matches(key, names, n=1)
-                raise ValueError(f"{where}: unknown setting {key!r}"
-                                 f"{f' (did you mean {near[0]!r}?)' if near else ''}; valid: {', '.join(names)}")
-        return cls(**d)
+        return from_dict(cls, d, where)
 
     def replace(self, **overrides) -> SamplingSettings:
         """A copy with the non-None ``overrides`` applied (checked)."""

@@ -9,19 +9,23 @@ Three kinds, picked by name in ``load_text_encoder``:
   which works offline;
 - ``"tiny-t5"``: a seeded random 2-layer T5 with the file-free ByT5 tokenizer, for tests.
 
-Encoders are frozen (eval mode, no gradients) and run outside autocast, so embeddings are float32
-whatever the caller's precision. ``CachedTextEncoder`` wraps one so fixed captions are encoded once.
+Encoders are frozen (eval mode, no gradients) and run outside autocast except bf16 (T5 overflows in
+fp16), so embeddings are float32 whatever the caller's precision. ``CachedTextEncoder`` wraps one so
+fixed captions are encoded once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import nn
+
+logger = logging.getLogger("genflow.text")
 
 DEFAULT_TEXT_ENCODER = "google/flan-t5-large"
 MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -39,6 +43,7 @@ class TextEncoder(nn.Module):
         self.name = name
         self.dim = dim
         self.max_length = max_length
+        self._warned_truncation = False
 
     @property
     def device(self) -> torch.device:
@@ -48,15 +53,31 @@ class TextEncoder(nn.Module):
         # Frozen: stays in eval mode (no dropout) even inside a module put in training mode.
         return super().train(False)
 
+    def _check_length(self, prompts: list[str]) -> None:
+        """Warn (once per encoder) when a prompt has more tokens than the encoder reads."""
+        for prompt, ids in zip(prompts, self.tokenizer(prompts, truncation=False, verbose=False)["input_ids"]):
+            if len(ids) > self.max_length:
+                self._warned_truncation = True
+                short = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+                logger.warning("warning: the prompt %r is %d tokens long; text encoder %s reads the first %d, the "
+                               "rest is ignored (shorten the prompt; this warning is shown once)",
+                               short, len(ids), self.name, self.max_length)
+                return
+
     @torch.no_grad()
     def forward(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(prompts, str):
             raise ValueError(f"expected a list of prompts, got the string {prompts!r}; wrap it: [prompt]")
+        if not self._warned_truncation:
+            self._check_length(list(prompts))
         tokens = self.tokenizer(
             list(prompts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(self.device)
-        # Autocast off: T5 overflows in fp16, and downstream code expects float32 embeddings.
-        with torch.autocast(self.device.type, enabled=False):
+        # Autocast off, except bf16 (the training loop's frozen_autocast): T5 overflows in fp16. Embeddings
+        # leave as float32 either way.
+        bf16 = torch.is_autocast_enabled(self.device.type) and torch.get_autocast_dtype(
+            self.device.type) == torch.bfloat16
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             out = self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         mask = tokens["attention_mask"].bool()  # (B, L)
         emb = out.last_hidden_state.float() * mask[..., None]  # (B, L, D), zeros on padding
@@ -100,11 +121,15 @@ def _minilm(max_length: int) -> TextEncoder:
 
 
 def _t5(name: str, max_length: int) -> TextEncoder:
+    from safetensors import SafetensorError
     from transformers import AutoTokenizer, T5EncoderModel
 
     try:
         model = T5EncoderModel.from_pretrained(name, use_safetensors=True)  # never unpickle a .bin
         tokenizer = AutoTokenizer.from_pretrained(name)
+    except (ValueError, RuntimeError, SafetensorError) as e:  # truncated weights, config.json that is not JSON
+        raise ValueError(f"the T5 text encoder {name!r} is damaged ({type(e).__name__}: {str(e)[:300]}); "
+                         "re-download it (delete its folder or hub cache entry first)") from None
     except OSError as e:
         raise FileNotFoundError(
             f"could not load the T5 text encoder {name!r} from a local folder or the Hugging Face hub ({e}). "

@@ -99,7 +99,7 @@ def test_strict_load_errors_name_keys(tmp_path):
 def test_config_keys(tmp_path):
     cfg = json.loads((FIXTURE / "config.json").read_text())
     assert fixture_config().embed_dim == 64  # HF bookkeeping keys (auto_map, dtype, ...) are ignored
-    with pytest.raises(ValueError, match=r"'embed_dims'.*Did you mean 'embed_dim'"):
+    with pytest.raises(ValueError, match=r"'embed_dims'.*did you mean 'embed_dim'"):
         DashengTokenizerConfig.from_dict({**cfg, "embed_dims": 64})
     with pytest.raises(ValueError, match="rope_theta"):
         DashengTokenizer.from_pretrained(str(copy_fixture(tmp_path, config={**cfg, "rope_theta": 1e4})))

@@ -19,9 +19,10 @@ MANIFESTS = {
     "tta/test.jsonl": (TTA_KEYS, ("audio",)),
     "ttm/train.jsonl": (TTM_KEYS, ("audio",)),
     "ttm/test.jsonl": (TTM_KEYS, ("audio",)),
-    "se/train.jsonl": ({"id", "clean", "transcript"}, ("clean",)),
+    "se/train.jsonl": ({"id", "clean", "transcript", "speaker", "source"}, ("clean",)),
     "se/noise_train.jsonl": ({"audio", "source"}, ("audio",)),
-    "se/test.jsonl": ({"id", "clean", "noisy", "snr_db", "transcript", "noise_source"}, ("clean", "noisy")),
+    "se/test.jsonl": ({"id", "clean", "noisy", "snr_db", "transcript", "noise_source", "speaker"},
+                      ("clean", "noisy")),
 }
 
 
@@ -81,9 +82,30 @@ def test_ttm_captions_state_the_row_attributes():
 
 def test_se_test_uses_unseen_prompts_and_noises():
     train, test = rows("se/train.jsonl"), rows("se/test.jsonl")
-    assert {r["transcript"] for r in train}.isdisjoint(r["transcript"] for r in test)
+    allison = "asterisk/allison"
+    assert {r["transcript"] for r in train if r["speaker"] == allison}.isdisjoint(
+        r["transcript"] for r in test if r["speaker"] == allison)
     train_noises = {r["source"] for r in rows("se/noise_train.jsonl")}
     assert train_noises.isdisjoint(r["noise_source"] for r in test)
+
+
+def test_se_has_many_voices_and_holds_out_speakers():
+    train, test = rows("se/train.jsonl"), rows("se/test.jsonl")
+    train_speakers = {r["speaker"] for r in train}
+    held_out = {r["speaker"] for r in test} - {"asterisk/allison"}
+    assert len(train_speakers) >= 20, sorted(train_speakers)
+    assert len(held_out) >= 3 and held_out.isdisjoint(train_speakers), held_out
+    assert sum(r["speaker"] in held_out for r in test) >= 20
+    noise_sources = {r["source"] for r in rows("se/noise_train.jsonl")}
+    assert {"synthetic:hum50", "synthetic:pink"} <= noise_sources
+
+
+def test_se_never_uses_the_sources_kept_for_an_outside_check():
+    # pocketsphinx-testdata and alsa-utils' sound files are reserved for an outside check.
+    for manifest in ("se/train.jsonl", "se/noise_train.jsonl", "se/test.jsonl"):
+        for r in rows(manifest):
+            text = json.dumps(r).lower()
+            assert "pocketsphinx" not in text and "alsa" not in text, (manifest, r)
 
 
 def test_se_test_mixtures_have_their_stated_snr():
@@ -98,8 +120,11 @@ def test_se_test_mixtures_have_their_stated_snr():
 
 def test_demo_dataset_fits_the_size_budget():
     total = sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file())
-    assert total <= 25_000_000, f"data/demo holds {total:,} bytes"
-    assert (DEMO / "LICENSE.md").read_text().count("Licence") >= 4
+    assert total <= 40_000_000, f"data/demo holds {total:,} bytes (budget 40 MB)"
+    licence = (DEMO / "LICENSE.md").read_text()
+    assert licence.count("Licence") >= 8
+    for source in ("klettres-data", "ktuberling-data", "espeak-ng", "Synthetic noises"):
+        assert source in licence, source
 
 
 @pytest.mark.parametrize("name", ["speech.wav", "noise.wav"])

@@ -67,7 +67,7 @@ def test_sampling_settings_are_checked_everywhere_by_one_rule():
                      (dict(chunk_s=1.0, overlap_s=0.9), "more than half"), (dict(steps="many"), "steps='many'")):
         with pytest.raises(ValueError, match=msg):
             SamplingSettings(**bad)
-    with pytest.raises(ValueError, match="unknown setting 'sampler'"):
+    with pytest.raises(ValueError, match="unknown key 'sampler'"):
         SamplingSettings.from_dict({"sampler": "euler"})
     assert SamplingSettings.from_dict({"steps": 4, "duration_s": None}).duration_s is None
 

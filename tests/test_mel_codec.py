@@ -54,7 +54,7 @@ def test_num_frames_and_shapes(spec, hop):
 def test_config_validation_and_overrides():
     with pytest.raises(ValueError, match="whole hop"):
         MelCodecConfig(frame_rate=33)
-    with pytest.raises(ValueError, match="Did you mean 'n_mels'"):
+    with pytest.raises(ValueError, match="did you mean 'n_mels'"):
         load_codec("mel:n_mel=80")
     with pytest.raises(ValueError, match="not a valid"):
         load_codec("mel:n_mels=eighty")

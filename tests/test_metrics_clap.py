@@ -74,7 +74,8 @@ def test_clap_folder_backend_and_evaluate_with_captions(tiny_clap, tmp_path):
     (tmp_path / "captions.jsonl").write_text("\n".join(rows) + "\n")
     main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "recipes/tta/evaluate.py"), run_name="x")["main"]
     out = tmp_path / "eval.json"
-    main(["--generated", str(gen), "--reference", str(ref), "--backend", str(tiny_clap), "--clap", str(tiny_clap),
+    main(["--allow-small-fd",
+          "--generated", str(gen), "--reference", str(ref), "--backend", str(tiny_clap), "--clap", str(tiny_clap),
           "--captions", str(tmp_path / "captions.jsonl"), "--out", str(out)])
     result = json.loads(out.read_text())
     per_clip = [r["clap_score"] for r in result["per_clip"].values()]
@@ -90,3 +91,25 @@ def test_clap_unavailable_gives_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # hub id, not cached, hub unreachable: fail fast, name the fix
     with pytest.raises(FileNotFoundError, match="laion/clap-htsat-unfused.*--backend ./clap"):
         load_backend("clap")
+
+
+def test_check_clap_reports_tone_ordering_and_flags_a_collapsed_checkpoint(tiny_clap, capsys):
+    from genflow.metrics.check import clap_checks, main
+
+    clap = load_clap(str(tiny_clap))
+    checks = {c.name: c for c in clap_checks(clap)}
+    t = torch.arange(96000) / 48000
+    sine = 0.3 * torch.sin(2 * math.pi * 440.0 * t)
+    tone, dog = clap.clap_scores([sine, sine], ["a pure tone", "a dog barking"]).tolist()
+    assert checks["clap_tone"].passed == (tone > dog)  # a random tiny model may rank either way
+    assert checks["clap_not_collapsed"].passed  # random weights still tell a sine from noise
+    # A checkpoint whose audio projection ignores its input maps every clip to one embedding.
+    with torch.no_grad():
+        clap.model.audio_projection.linear2.weight.zero_()
+        clap.model.audio_projection.linear2.bias.normal_()
+    assert not {c.name: c for c in clap_checks(clap)}["clap_not_collapsed"].passed
+    with torch.no_grad():
+        clap.model.audio_projection.linear2.bias.zero_()  # all-zero embeddings: collapsed as well
+    assert not {c.name: c for c in clap_checks(clap)}["clap_not_collapsed"].passed
+    main(["--clap", str(tiny_clap)])
+    assert "clap_not_collapsed" in capsys.readouterr().out

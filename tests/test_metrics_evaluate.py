@@ -37,7 +37,8 @@ def test_generation_evaluate_end_to_end(tmp_path, task, capsys):
     out = tmp_path / "report" / "eval.json"
     stats = tmp_path / "ref_stats.npz"
     main = _main(task)
-    main(["--generated", str(gen), "--reference", str(ref), "--out", str(out), "--save-reference-stats", str(stats)])
+    main(["--allow-small-fd",
+          "--generated", str(gen), "--reference", str(ref), "--out", str(out), "--save-reference-stats", str(stats)])
     result = json.loads(out.read_text())
     assert result["backend"] == "mel-stats" and result["metrics"]["fd"] > 0
     assert list(result["failures"]["generated"]) == ["sub/broken"]
@@ -46,12 +47,14 @@ def test_generation_evaluate_end_to_end(tmp_path, task, capsys):
     assert (tmp_path / "report" / "eval_best_worst.png").stat().st_size > 1000
     assert "| fd |" in capsys.readouterr().out.replace(" fd ", " fd ")
     # The cached reference statistics give the same FD and are refused by another backend.
-    main(["--generated", str(gen), "--reference", str(stats), "--out", str(tmp_path / "again.json")])
+    main(["--allow-small-fd",
+          "--generated", str(gen), "--reference", str(stats), "--out", str(tmp_path / "again.json")])
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["metrics"]["fd"] == pytest.approx(result["metrics"]["fd"], rel=1e-9)
     assert load_stats(stats, "mel-stats").n == result["n_embeddings"]["reference"]
     with pytest.raises(FileNotFoundError, match="vggish-10086976.pth"):
-        main(["--generated", str(gen), "--reference", str(stats), "--backend", "vggish"])
+        main(["--allow-small-fd",
+          "--generated", str(gen), "--reference", str(stats), "--backend", "vggish"])
 
 
 def test_generation_identical_sets_score_zero(tmp_path):
@@ -59,7 +62,8 @@ def test_generation_identical_sets_score_zero(tmp_path):
     ref.mkdir()
     for i in range(3):
         sf.write(ref / f"{i}.wav", _tone(200 + 100 * i, seconds=3.0, seed=i), 16000)
-    result = _main("tta")(["--generated", str(ref), "--reference", str(ref), "--out", str(tmp_path / "e.json")])
+    result = _main("tta")(["--allow-small-fd",
+                            "--generated", str(ref), "--reference", str(ref), "--out", str(tmp_path / "e.json")])
     assert result["metrics"]["fd"] == pytest.approx(0.0, abs=1e-6)
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import genflow
+from genflow.checkpoint import find_checkpoint, write_manifest
 from genflow.codecs import MelCodec
 from genflow.model import DiT
 from genflow.release import load_release, save_release
-from genflow.training import find_checkpoint
 
 
 def test_local_codec_folder_travels_inside_the_release(tmp_path, monkeypatch):
@@ -50,9 +50,10 @@ def test_resume_latest_skips_incomplete_checkpoints(tmp_path):
     ckpts = tmp_path / "checkpoints"
     for name in ("checkpoint-2", "checkpoint-4", "checkpoint-6.tmp", "checkpoint-8"):
         (ckpts / name).mkdir(parents=True)
-        if name != "checkpoint-8":  # checkpoint-8 has no marker: never finished
-            (ckpts / name / "genflow_state.json").write_text("{}")
+        (ckpts / name / "genflow_state.json").write_text("{}")
+        if name != "checkpoint-8":  # checkpoint-8 has no manifest: never finished
+            write_manifest(ckpts / name)
     assert find_checkpoint(tmp_path, "latest").name == "checkpoint-4"
     assert find_checkpoint(tmp_path / "empty", "latest") is None
-    with pytest.raises(FileNotFoundError, match="not a genflow training checkpoint"):
+    with pytest.raises(ValueError, match="not a usable genflow training checkpoint: no manifest.json"):
         find_checkpoint(tmp_path, str(ckpts / "checkpoint-8"))

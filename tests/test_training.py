@@ -74,14 +74,14 @@ def test_recipe_trains_resumes_exactly_and_releases(name, tmp_path):
 
 
 def test_init_fine_tunes_a_release(tmp_path):
-    """--init starts from a release's weights, codec and text encoder (lr 0: the release comes back unchanged)."""
+    """--init starts from a release's weights, codec and text encoder (lr 1e-12: the release comes back as it was)."""
     base = recipe("tta").main(FAST + ["--out", str(tmp_path / "base"), "--max-steps", "2",
                                       "--train.sample_every", "0"])
-    recipe("tta").main(FAST + ["--out", str(tmp_path / "tuned"), "--max-steps", "2", "--train.lr", "0",
+    recipe("tta").main(FAST + ["--out", str(tmp_path / "tuned"), "--max-steps", "2", "--train.lr", "1e-12",
                        "--train.sample_every", "0", "--init", str(base), "--codec", "mel:n_mels=8",
                        "--model.width", "16"])
     a, b = weights(tmp_path / "base"), weights(tmp_path / "tuned")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-8
     run_cfg = json.loads((tmp_path / "tuned" / "config.json").read_text())
     assert run_cfg["init"] == str(base) and run_cfg["codec"] == "mel" and run_cfg["model"]["width"] != 16
     # and with a learning rate, it trains on from there

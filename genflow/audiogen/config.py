@@ -8,12 +8,12 @@ is what a genflow folder stores: the DiT config plus the text front-end sizes.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from genflow import hub
+from genflow.config import check_known
 from genflow.model import DiTConfig
 
 OFFICIAL_MODEL_TYPE = "dasheng_audiogen"
@@ -55,12 +55,7 @@ class AudioGenConfig:
         d = dict(d)
         if d.pop("model_type", MODEL_TYPE) != MODEL_TYPE:
             raise ValueError(f"model_type must be {MODEL_TYPE!r} for an AudioGenConfig")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in names:
-                near = difflib.get_close_matches(key, names, n=1)
-                raise ValueError(f"unknown AudioGenConfig field {key!r}; "
-                                 + (f"did you mean {near[0]!r}?" if near else f"valid fields: {names}"))
+        check_known(d, [f.name for f in dataclasses.fields(cls)], "AudioGenConfig")
         return cls(**{**d, "backbone": DiTConfig.from_dict(d.get("backbone", {}))})
 
 

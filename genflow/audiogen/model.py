@@ -78,13 +78,7 @@ class AudioGen(nn.Module):
     # -- release folders ----------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, state_dict: dict | None = None) -> Path:
         """Write ``model.safetensors`` then ``config.json`` (``model_type: genflow-audiogen``), atomically."""
-        folder = Path(save_directory)
-        state = state_dict if state_dict is not None else self.state_dict()
-        state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
-        hub.check_keys(self.state_dict(), state, "the state_dict to save")
-        hub.write_weights(folder / "model.safetensors", state)
-        hub.write_json(folder / "config.json", self.config.to_dict())  # last: marks a complete folder
-        return folder
+        return hub.save_model(save_directory, self, state_dict, self.config.to_dict())
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, dtype: torch.dtype | None = None,

@@ -16,6 +16,7 @@ import time
 import torch
 
 from genflow.audio import AudioError, audio_info, save_audio
+from genflow.cli.common import device_arg
 from genflow.codecs import VALID_FORMS, decode_latent, encode_audio, load_codec
 
 
@@ -57,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("input", help="audio file (anything soundfile reads, any rate, any channels)")
     p.add_argument("output", help="output .wav or .flac (written at the input's sample rate)")
     p.add_argument("--codec", default="mel", help=f"codec to use: {VALID_FORMS}")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     try:
         reconstruct(args)
-    except (AudioError, FileNotFoundError, ValueError) as e:
+    except (AudioError, OSError, ValueError) as e:  # bad input, damaged codec folder, unwritable output
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -69,6 +69,13 @@ def _convert(key: str, text: str, hint: Any) -> Any:
     return text
 
 
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (no usage block): what was given, and where to look."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def apply_overrides(cfg: C, overrides: Mapping[str, str]) -> C:
     """Return a copy of ``cfg`` with dotted-key string overrides applied (typed, checked)."""
     fields = flat_fields(cfg)
@@ -106,8 +113,7 @@ def parse_config(
     ``aliases`` adds short flags for common fields (``{"out": "train.out"}`` makes ``--out`` set
     ``train.out``). Returns the resolved config and the namespace of the extra options.
     """
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawTextHelpFormatter,
-                                     allow_abbrev=False)
+    parser = Parser(description=description, formatter_class=argparse.RawTextHelpFormatter, allow_abbrev=False)
     parser.add_argument("--preset", default=default, choices=sorted(presets), help="base configuration")
     for name, kwargs in extra:
         parser.add_argument(name, **kwargs)

@@ -11,9 +11,9 @@
   model's memory is bounded whatever the length (the waveform itself is held in memory).
 - Existing outputs are skipped unless ``--overwrite``; files are written atomically (temp name, then rename),
   so an interrupted run resumes where it stopped. ``--out`` may not be, or lie inside, an input folder.
-- A file that cannot be read is reported and skipped; the run ends with written/skipped/failed counts and
-  exits with status 1 if any file failed. The real-time factor (processing time / audio duration) is printed
-  per file and in total.
+- Every flag is checked before the model loads. A file that cannot be read or written is reported and skipped;
+  the run ends with written/skipped/failed counts and exits with status 1 if any file failed. The real-time
+  factor (processing time / audio duration) is printed per file and in total.
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-import soundfile as sf
+import torch
 
-from genflow.audio import AudioError, load_audio, resample, save_audio
-from genflow.cli.common import add_release_flags, load_release
-from genflow.sampling import overrides_from_args
-
-# Extensions soundfile (libsndfile) reads, lower case, without the dot.
-READABLE = {ext.lower() for ext in sf.available_formats()} | {"mp3", "ogg", "oga", "opus", "aif", "wave"}
+from genflow.audio import load_audio, resample, save_audio
+from genflow.cli.common import add_release_flags, check_out_folder, int_arg, load_release
+from genflow.cli.config import Parser
+from genflow.dsp import find_audio_files
+from genflow.sampling import SamplingSettings, overrides_from_args
 
 
 def output_name(rel: Path) -> Path:
@@ -49,7 +48,7 @@ def collect(inputs: list[str], out: Path) -> list[tuple[Path, Path]]:
             if out_abs == root or root in out_abs.parents:
                 raise SystemExit(f"error: --out {out} is (inside) the input folder {item}; it would write next "
                                  "to or over the inputs. Choose an output folder outside every input folder")
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in READABLE)
+            files = find_audio_files(path)
             if not files:
                 print(f"warning: no audio files found under {item}", file=sys.stderr)
             jobs += [(f, out / output_name(f.relative_to(path))) for f in files]
@@ -71,23 +70,52 @@ def collect(inputs: list[str], out: Path) -> list[tuple[Path, Path]]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The enhance.py command line."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files and/or folders (recursive)")
     p.add_argument("--out", required=True, help="output folder (mirrors the input tree)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (same seed -> same output)")
-    p.add_argument("--sample-rate", type=int, help="output sample rate (default: each input's own)")
+    p.add_argument("--sample-rate", type=int_arg(1000, 768000), help="output sample rate (default: each input's own)")
     p.add_argument("--overwrite", action="store_true", help="redo files whose output already exists")
     add_release_flags(p, batch_size=4, exclude=("duration_s",))
     return p
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse and check every flag before anything loads; a bad one ends the program with one line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_out_folder(parser, args.out)
+    if args.chunk_s is not None and args.overlap_s is not None:
+        try:
+            SamplingSettings(chunk_s=args.chunk_s, overlap_s=args.overlap_s)
+        except ValueError as e:
+            parser.error(str(e))
+    return args
+
+
+def enhance_file(gen, src: Path, dst: Path, args: argparse.Namespace, settings: dict) -> tuple[float, float]:
+    """Enhance ``src`` into ``dst``; returns (seconds of audio, seconds of processing)."""
+    wav, sr = load_audio(src)  # (N,) mono float32 at the file's rate
+    t0 = time.perf_counter()
+    clean = gen.enhance(wav, sr, seed=args.seed, batch_size=args.batch_size, **settings)
+    target_sr = args.sample_rate or sr
+    if target_sr != sr:
+        clean = resample(clean, sr, target_sr)
+    elapsed = time.perf_counter() - t0
+    save_audio(dst, clean, target_sr)
+    return wav.numel() / sr, elapsed
+
+
 def main(argv: list[str] | None = None) -> int:
     """Enhance every input; returns the exit status (0 all done, 1 some failed)."""
-    args = build_parser().parse_args(argv)
-    out = Path(args.out)
-    jobs = collect(args.inputs, out)
+    args = parse_args(argv)
+    jobs = collect(args.inputs, Path(args.out))
     settings = overrides_from_args(args)
     gen = load_release(args)
+    try:
+        gen.settings.replace(**settings)  # e.g. --overlap-s against the release's chunk_s: once, not per file
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     written = skipped = 0
     failed: list[tuple[Path, str]] = []
     total_audio = total_time = 0.0
@@ -98,19 +126,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{tag}: skipped ({dst} exists; --overwrite to redo)", file=sys.stderr)
             continue
         try:
-            wav, sr = load_audio(src)  # (N,) mono float32 at the file's rate
-            t0 = time.perf_counter()
-            clean = gen.enhance(wav, sr, seed=args.seed, batch_size=args.batch_size, **settings)
-            target_sr = args.sample_rate or sr
-            if target_sr != sr:
-                clean = resample(clean, sr, target_sr)
-            elapsed = time.perf_counter() - t0
-            save_audio(dst, clean, target_sr)
-        except (AudioError, ValueError) as e:  # one bad file must not stop the others
+            seconds, elapsed = enhance_file(gen, src, dst, args, settings)
+        except (ValueError, OSError, torch.OutOfMemoryError) as e:  # unreadable input, unwritable output, a file
+            # too long for memory: the other files go on
             failed.append((src, str(e)))
             print(f"{tag}: FAILED: {e}", file=sys.stderr)
             continue
-        seconds = wav.numel() / sr
         total_audio, total_time = total_audio + seconds, total_time + elapsed
         written += 1
         print(f"{tag} -> {dst} ({seconds:.1f} s audio, {elapsed:.2f} s, RTF {elapsed / seconds:.3f})",
@@ -120,5 +141,3 @@ def main(argv: list[str] | None = None) -> int:
     for src, err in failed:
         print(f"  failed: {src}: {err}", file=sys.stderr)
     return 1 if failed else 0
-
-

@@ -33,9 +33,21 @@ class Codec(nn.Module):
         return torch.device("cpu")
 
     @property
+    def output_sample_rate(self) -> int:
+        """Samples per second of what ``decode`` returns: ``sample_rate`` unless a wider decoder was trained."""
+        return self.sample_rate
+
+    @property
     def hop_length(self) -> int:
         """Waveform samples per latent frame."""
         return round(self.sample_rate / self.frame_rate)
+
+    @property
+    def output_hop_length(self) -> int:
+        """Decoded samples per latent frame (``hop_length`` unless the decoder writes another rate)."""
+        if self.output_sample_rate == self.sample_rate:
+            return self.hop_length
+        return round(self.output_sample_rate / self.frame_rate)
 
     def num_frames(self, num_samples: int) -> int:
         """Latent frames that ``encode`` returns for ``num_samples`` samples."""
@@ -46,7 +58,7 @@ class Codec(nn.Module):
         raise NotImplementedError
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """(B, T, latent_dim) latent -> (B, N') waveform at ``sample_rate``."""
+        """(B, T, latent_dim) latent -> (B, N') waveform at ``output_sample_rate``."""
         raise NotImplementedError
 
     def freeze(self) -> Codec:

@@ -15,8 +15,6 @@ ConvNeXt backbone at 50 Hz and an ISTFT head (n_fft 1280, hop 320, "same" paddin
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import os
 from dataclasses import dataclass
 
@@ -25,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genflow.codecs.base import Codec
+from genflow.config import from_dict
+from genflow.dsp import htk_mel_filterbank
 
 SAMPLE_RATE = 16000
 SEM_HOP = 160  # semantic mel hop (hard-coded in the official code)
@@ -49,56 +49,38 @@ class DashengTokenizerConfig:
     decoder_depth: int = 12
     istft_n_fft: int = 1280
     istft_hop: int = 320
+    # genflow extension (absent from the official config): the rate decode writes, for decoders trained to
+    # render the 16 kHz latents as 24 or 44.1 kHz audio (recipes/codec). None = 16 kHz, the official decoder.
+    output_sample_rate: int | None = None
 
     def __post_init__(self):
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim={self.embed_dim} must be divisible by num_heads={self.num_heads}")
-        if self.istft_hop * self.upsample_tokens != self.hop_length * PATCH_T:
+        out_rate = self.output_sample_rate or SAMPLE_RATE
+        if self.istft_hop * self.upsample_tokens * SAMPLE_RATE != self.hop_length * PATCH_T * out_rate:
             raise ValueError(
-                f"istft_hop * upsample_tokens ({self.istft_hop} * {self.upsample_tokens}) must equal "
-                f"hop_length * {PATCH_T} ({self.hop_length * PATCH_T}) so decode(encode(x)) keeps the length"
+                f"istft_hop * upsample_tokens ({self.istft_hop} * {self.upsample_tokens}) must be one token "
+                f"({self.hop_length * PATCH_T} samples at {SAMPLE_RATE} Hz) at output_sample_rate={out_rate}, "
+                f"i.e. {self.hop_length * PATCH_T * out_rate / SAMPLE_RATE:g} samples, so decode(encode(x)) keeps "
+                "the duration; e.g. istft_hop 480 for 24000 Hz, 882 for 44100 Hz (with upsample_tokens 2)"
             )
 
     @classmethod
     def from_dict(cls, d: dict) -> DashengTokenizerConfig:
         """Parse an official config dict; HF bookkeeping keys are ignored, unknown keys are errors."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        kwargs = {}
-        for k, v in d.items():
-            if k in HF_KEYS:
-                continue
-            if k not in names:
-                near = difflib.get_close_matches(k, names, n=1)
-                hint = f" Did you mean {near[0]!r}?" if near else ""
-                raise ValueError(f"Unknown DashengTokenizer config key {k!r}.{hint} Valid keys: {names}")
-            kwargs[k] = v
-        return cls(**kwargs)
+        return from_dict(cls, d, "DashengTokenizer config", ignore=HF_KEYS)
 
     def to_dict(self) -> dict:
         """The official ``config.json`` layout (``model_type`` lets loaders dispatch on it)."""
-        return {"model_type": "dashengtokenizer", **dataclasses.asdict(self)}
+        d = dataclasses.asdict(self)
+        if d["output_sample_rate"] is None:  # the official layout, key for key
+            del d["output_sample_rate"]
+        return {"model_type": "dashengtokenizer", **d}
 
 
 # ----------------------------------------------------------------------------------------------------
 # Front-ends (torchaudio-equivalent MelSpectrogram / AmplitudeToDB with the same buffer names)
 # ----------------------------------------------------------------------------------------------------
-
-
-def mel_filterbank(
-    n_freqs: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None
-) -> torch.Tensor:
-    """HTK triangular mel filterbank, no norm, (n_freqs, n_mels): torchaudio's ``melscale_fbanks``."""
-    f_max = sample_rate / 2 if f_max is None else f_max
-    all_freqs = torch.linspace(0, sample_rate // 2, n_freqs)
-    m_min = 2595.0 * math.log10(1.0 + f_min / 700.0)
-    m_max = 2595.0 * math.log10(1.0 + f_max / 700.0)
-    m_pts = torch.linspace(m_min, m_max, n_mels + 2)
-    f_pts = 700.0 * (10 ** (m_pts / 2595.0) - 1.0)
-    f_diff = f_pts[1:] - f_pts[:-1]  # (n_mels + 1,)
-    slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)  # (n_freqs, n_mels + 2)
-    down = -slopes[:, :-2] / f_diff[:-1]
-    up = slopes[:, 2:] / f_diff[1:]
-    return torch.clamp(torch.min(down, up), min=0.0)
 
 
 class Spectrogram(nn.Module):
@@ -122,7 +104,7 @@ class MelScale(nn.Module):
 
     def __init__(self, n_mels: int, n_freqs: int):
         super().__init__()
-        self.register_buffer("fb", mel_filterbank(n_freqs, n_mels, SAMPLE_RATE))
+        self.register_buffer("fb", htk_mel_filterbank(n_freqs, n_mels, SAMPLE_RATE))
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:  # (B, F, T) -> (B, n_mels, T)
         return torch.matmul(spec.transpose(-1, -2), self.fb.to(spec.dtype)).transpose(-1, -2)
@@ -452,6 +434,37 @@ class DashengTokenizer(Codec):
     def latent_dim(self) -> int:
         return self.config.embed_dim
 
+    @property
+    def output_sample_rate(self) -> int:
+        return self.config.output_sample_rate or SAMPLE_RATE
+
+    @property
+    def output_hop_length(self) -> int:
+        """Decoded samples per latent frame (640 for the official 16 kHz decoder)."""
+        return self.config.istft_hop * max(1, self.config.upsample_tokens)
+
+    def train(self, mode: bool = True) -> DashengTokenizer:
+        """Train mode for the trainable parts only: the frozen ViT's BatchNorm keeps its running statistics."""
+        super().train(mode)
+        self.encoder.model.eval()
+        return self
+
+    def frozen_prefixes(self, train_injection: bool) -> tuple[str, ...]:
+        """State-dict prefixes codec training never updates: the ViT (and the injection unless trained)."""
+        fixed = ("encoder.model.", "encoder.front_end.")
+        return fixed if train_injection else (*fixed, "encoder.patch_embed.", "encoder.norm.")
+
+    def reconstruct(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, N) 16 kHz -> (B, output_hop_length * T) decoded audio, differentiable in the injection and decoder.
+
+        The training path of ``recipes/codec``: the semantic ViT runs without gradients, the acoustic
+        injection and the decoder with them (whichever of them require grad get one).
+        """
+        with torch.no_grad():
+            semantic = self.encoder.model(audio)
+        acoustic = self.encoder.acoustic(audio)
+        return self._decode(semantic[:, : acoustic.shape[1]] + acoustic)
+
     def num_frames(self, num_samples: int) -> int:
         """T = (1 + N // hop) // 4 latent frames for N samples."""
         return (1 + num_samples // self.config.hop_length) // PATCH_T
@@ -485,7 +498,7 @@ class DashengTokenizer(Codec):
     def decode(
         self, latent: torch.Tensor, chunk_frames: int | None = None, context_frames: int = 24
     ) -> torch.Tensor:
-        """(B, T, latent_dim) -> (B, 640 * T) waveform; fp32.
+        """(B, T, latent_dim) -> (B, output_hop_length * T) waveform at ``output_sample_rate``; fp32.
 
         With ``chunk_frames``, long latents are decoded in windows of ``chunk_frames`` tokens plus
         ``context_frames`` tokens of context each side, and the centres are concatenated: memory is
@@ -504,7 +517,7 @@ class DashengTokenizer(Codec):
             raise ValueError(
                 f"chunk_frames must be >= 1 and context_frames >= 0, got {chunk_frames} and {context_frames}"
             )
-        hop = self.hop_length
+        hop = self.output_hop_length
         out = []
         for s in range(0, T, chunk_frames):
             e = min(T, s + chunk_frames)

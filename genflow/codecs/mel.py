@@ -22,7 +22,6 @@ It needs no weights, so tests, CI and the demo recipes run anywhere.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import typing
@@ -31,6 +30,8 @@ from dataclasses import dataclass
 import torch
 
 from genflow.codecs.base import Codec
+from genflow.config import from_dict
+from genflow.dsp import slaney_mel_filterbank
 
 MODEL_TYPE = "genflow-mel"
 
@@ -81,17 +82,7 @@ class MelCodecConfig:
     @classmethod
     def from_dict(cls, d: dict) -> MelCodecConfig:
         """Build from a dict; ``model_type`` is ignored, unknown keys fail with the nearest valid name."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        kwargs = {}
-        for k, v in d.items():
-            if k == "model_type":
-                continue
-            if k not in names:
-                near = difflib.get_close_matches(k, names, n=1)
-                hint = f" Did you mean {near[0]!r}?" if near else ""
-                raise ValueError(f"unknown mel codec setting {k!r}.{hint} Valid settings: {names}")
-            kwargs[k] = v
-        return cls(**kwargs)
+        return from_dict(cls, d, "mel codec config", ignore=("model_type",))
 
     @classmethod
     def from_string(cls, overrides: str) -> MelCodecConfig:
@@ -119,34 +110,6 @@ class MelCodecConfig:
     def to_dict(self) -> dict:
         """``config.json`` content: ``model_type`` plus every field."""
         return {"model_type": MODEL_TYPE, **dataclasses.asdict(self)}
-
-
-def slaney_mel_filterbank(
-    n_freqs: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None
-) -> torch.Tensor:
-    """Slaney-scale triangular mel filters, each summing to 1 over frequency, (n_freqs, n_mels).
-
-    Same triangles as librosa's ``filters.mel`` (Slaney scale); normalised to unit sum instead of unit area,
-    so a mel bin is the weighted mean STFT magnitude of its band and its level does not depend on ``n_fft``.
-    """
-    f_max = sample_rate / 2 if f_max is None else f_max
-
-    def hz_to_mel(f: torch.Tensor) -> torch.Tensor:  # linear below 1 kHz, logarithmic above
-        return torch.where(f < 1000.0, 3.0 * f / 200.0, 15.0 + 27.0 * torch.log(f / 1000.0) / math.log(6.4))
-
-    def mel_to_hz(m: torch.Tensor) -> torch.Tensor:
-        return torch.where(m < 15.0, 200.0 * m / 3.0, 1000.0 * torch.exp(math.log(6.4) / 27.0 * (m - 15.0)))
-
-    freqs = torch.linspace(0, sample_rate / 2, n_freqs, dtype=torch.float64)
-    m = torch.linspace(float(hz_to_mel(torch.tensor(f_min, dtype=torch.float64))),
-                       float(hz_to_mel(torch.tensor(f_max, dtype=torch.float64))), n_mels + 2, dtype=torch.float64)
-    f_pts = mel_to_hz(m)  # (n_mels + 2,) band edges in Hz
-    f_diff = f_pts[1:] - f_pts[:-1]
-    slopes = f_pts[None, :] - freqs[:, None]  # (n_freqs, n_mels + 2)
-    down = -slopes[:, :-2] / f_diff[:-1]
-    up = slopes[:, 2:] / f_diff[1:]
-    fb = torch.clamp(torch.minimum(down, up), min=0.0)
-    return (fb / fb.sum(0, keepdim=True).clamp_min(1e-12)).float()  # a band narrower than a bin stays 0
 
 
 class MelCodec(Codec):

@@ -75,9 +75,9 @@ def decode_latent(codec: Codec, latent: torch.Tensor, sample_rate: int | None = 
                          f"got shape {tuple(latent.shape)}")
     with torch.no_grad():
         wav = codec.decode(latent.to(codec.device) if latent.dim() == 3 else latent[None].to(codec.device))
-    wav = wav.float()  # (B, N)
-    if sample_rate is not None and sample_rate != codec.sample_rate:
-        wav = resample(wav, codec.sample_rate, sample_rate)
+    wav = wav.float()  # (B, N) at the decoder's rate (a trained wide-band decoder may write 24/44.1 kHz)
+    if sample_rate is not None and sample_rate != codec.output_sample_rate:
+        wav = resample(wav, codec.output_sample_rate, sample_rate)
     return wav if latent.dim() == 3 else wav[0]
 
 

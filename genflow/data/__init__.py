@@ -5,14 +5,17 @@ from genflow.data.cache import LatentCache, build_latent_cache, codec_signature,
 from genflow.data.datasets import SpeechPairDataset, TextAudioDataset, active_power, mix_at_snr
 from genflow.data.manifest import (
     ValidationReport,
+    drop_uncaptioned,
     index_audio_files,
     read_manifest,
     validate_manifest,
+    validate_spread,
     write_manifest,
     write_splits,
 )
 
 __all__ = [
+    "drop_uncaptioned",
     "LatentCache",
     "LengthBucketSampler",
     "SkipBatches",
@@ -28,6 +31,7 @@ __all__ = [
     "read_manifest",
     "resolve_cache_dir",
     "validate_manifest",
+    "validate_spread",
     "write_manifest",
     "write_splits",
 ]

@@ -37,10 +37,14 @@ class LengthBucketSampler:
     ``bucket_batches`` batches, cut into batches, shuffle the batch order. The order depends only on
     (seed, epoch), so a resumed run skips the batches already consumed (``genflow.training``).
 
-    DDP: either pass ``num_replicas``/``rank`` (each rank takes every num_replicas-th batch; the tail
-    is dropped so ranks get equal counts) and keep the loader out of ``accelerator.prepare``, or keep
-    num_replicas=1 and let ``accelerator.prepare`` wrap it in ``BatchSamplerShard``, which deals the
-    same global batch order round-robin to the processes.
+    ``max_frames`` (a frame budget): a batch holds as many clips as fit ``len(batch) * longest <=
+    max_frames`` (at most ``batch_size``, at least one), so short clips come in big batches and long
+    ones in small batches, with similar work per step.
+
+    DDP: pass ``num_replicas``/``rank`` and keep the loader out of ``accelerator.prepare``. Batches are
+    shuffled in groups of ``num_replicas`` neighbours in length order and rank r takes the r-th of each
+    group: at every step all ranks hold batches from the same length bucket, so none waits for a rank
+    with longer clips. The tail is dropped so ranks get equal counts.
     """
 
     def __init__(
@@ -54,11 +58,12 @@ class LengthBucketSampler:
         bucket_batches: int = 50,
         num_replicas: int = 1,
         rank: int = 0,
+        max_frames: int | None = None,
     ):
-        if batch_size < 1 or not 0 <= rank < num_replicas:
+        if batch_size < 1 or not 0 <= rank < num_replicas or (max_frames is not None and max_frames < 1):
             raise ValueError(
-                f"got batch_size={batch_size}, rank={rank}, num_replicas={num_replicas}; expected "
-                "batch_size >= 1 and 0 <= rank < num_replicas"
+                f"got batch_size={batch_size}, rank={rank}, num_replicas={num_replicas}, max_frames={max_frames}; "
+                "expected batch_size >= 1, 0 <= rank < num_replicas and max_frames >= 1 (or None)"
             )
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
@@ -68,6 +73,7 @@ class LengthBucketSampler:
         self.bucket_batches = bucket_batches
         self.num_replicas = num_replicas
         self.rank = rank
+        self.max_frames = max_frames
         self.epoch = 0
         if len(self) == 0:
             raise ValueError(
@@ -75,28 +81,46 @@ class LengthBucketSampler:
                 f"{num_replicas} replicas; use more data, a smaller batch_size or drop_last=False"
             )
 
+    def _cut(self, order: np.ndarray) -> list[list[int]]:
+        """Consecutive batches of ``order`` (longest first): ``batch_size`` each, or within the frame budget."""
+        if self.max_frames is None:
+            return [order[s : s + self.batch_size].tolist() for s in range(0, len(order), self.batch_size)]
+        batches, start = [], 0
+        while start < len(order):  # sorted longest first: the first clip of a batch sets its padded length
+            fit = max(1, min(self.batch_size, self.max_frames // max(1, int(self.lengths[order[start]]))))
+            batches.append(order[start : start + fit].tolist())
+            start += fit
+        return batches
+
     def _global_batches(self, epoch: int) -> list[list[int]]:
-        n = len(self.lengths)
+        """This epoch's batches of every rank: rank r's step k is entry k * num_replicas + r."""
+        n, r = len(self.lengths), self.num_replicas
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         window = self.batch_size * self.bucket_batches
-        for s in range(0, n, window):  # sort by length inside windows: batches of similar lengths
-            chunk = order[s : s + window]
-            order[s : s + window] = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-        batches = [order[s : s + self.batch_size].tolist() for s in range(0, n, self.batch_size)]
-        if self.drop_last and len(batches[-1]) < self.batch_size:
-            batches.pop()
+        batches = [self._cut(chunk[np.argsort(-self.lengths[chunk], kind="stable")])  # similar lengths per window
+                   for chunk in (order[s : s + window] for s in range(0, n, window))]
+        if self.drop_last and len(batches[-1][-1]) < self.batch_size and self.max_frames is None:
+            batches[-1].pop()
+        # groups of r neighbours in length order (one group = one step of every rank), inside each window;
+        # the few left over by the windows are grouped together, and a short last group is dropped
+        groups = [w[g : g + r] for w in batches for g in range(0, len(w) // r * r, r)]
+        rest = [b for w in batches for b in w[len(w) // r * r :]]
+        groups += [rest[g : g + r] for g in range(0, len(rest) // r * r, r)]
         if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
+            groups = [groups[i] for i in rng.permutation(len(groups))]
+        return [b for group in groups for b in group]
 
     def __len__(self) -> int:
-        n = len(self.lengths) // self.batch_size if self.drop_last else math.ceil(len(self.lengths) / self.batch_size)
-        return n // self.num_replicas
+        """Batches this rank gets in the current epoch (the same on every rank)."""
+        if self.max_frames is None:  # closed form: no need to build the epoch
+            size, n = self.batch_size, len(self.lengths)
+            n = n // size if self.drop_last else math.ceil(n / size)
+            return n // self.num_replicas
+        return len(self._global_batches(self.epoch)) // self.num_replicas
 
     def __iter__(self):
-        batches = self._global_batches(self.epoch)
-        yield from batches[self.rank : len(self) * self.num_replicas : self.num_replicas]
+        yield from self._global_batches(self.epoch)[self.rank :: self.num_replicas]
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose batch order the next iteration yields."""

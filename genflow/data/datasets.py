@@ -108,7 +108,7 @@ class _ClipDataset(Dataset):
     def _load(self, path: str) -> torch.Tensor:
         from genflow.audio import load_audio
 
-        return load_audio(path, self.sample_rate)[0]  # finite and non-empty, or AudioError
+        return load_audio(path, self.sample_rate)[0]  # never empty or non-finite (AudioError instead)
 
     def __getitem__(self, index: int) -> dict:
         for attempt in range(_RETRIES):

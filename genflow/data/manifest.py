@@ -22,8 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from genflow.hub import write_text
 
 log = logging.getLogger(__name__)
@@ -31,8 +29,14 @@ log = logging.getLogger(__name__)
 AUDIO_KEYS = ("audio", "clean", "noisy")
 
 
-def read_manifest(path: str | os.PathLike, audio_keys: tuple[str, ...] | None = None) -> list[dict]:
-    """Rows of a JSONL manifest with audio paths made absolute and an ``"id"`` on every row."""
+def read_manifest(
+    path: str | os.PathLike, audio_keys: tuple[str, ...] | None = None, *, bad: list[dict] | None = None
+) -> list[dict]:
+    """Rows of a JSONL manifest with audio paths made absolute and an ``"id"`` on every row.
+
+    A line that is not a JSON object with the audio key(s) raises a ``ValueError`` naming it, or, when a
+    ``bad`` list is given, is appended to it (reason ``not_json`` or ``no_audio_key``) and skipped.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -40,29 +44,53 @@ def read_manifest(path: str | os.PathLike, audio_keys: tuple[str, ...] | None = 
         )
     root = path.resolve().parent
     rows = []
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
+    for line_no, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(
-                f"{path}:{line_no}: not valid JSON ({e}); expected one JSON object a line"
-            ) from e
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{line_no}: got {type(row).__name__}, expected a JSON object")
+        row, problem = _parse_row(raw, audio_keys)
+        if problem is not None:
+            reason, detail = problem
+            if bad is None:
+                raise ValueError(f"{path}:{line_no}: {detail}")
+            bad.append({"id": None, "key": None, "path": f"{path}:{line_no}", "reason": reason, "detail": detail})
+            continue
         keys = audio_keys or tuple(k for k in AUDIO_KEYS if k in row)
-        missing = [k for k in keys if k not in row]
-        if not keys or missing:
-            raise ValueError(
-                f"{path}:{line_no}: row has keys {sorted(row)}, expected audio path key(s) "
-                f'{list(audio_keys or AUDIO_KEYS)} (e.g. {{"audio": "clip.wav", "caption": "..."}})'
-            )
         row.setdefault("id", str(row[keys[0]]))
         for k in keys:
             row[k] = os.path.normpath(root / row[k])  # absolute paths stay absolute
         rows.append(row)
     return rows
+
+
+def _parse_row(raw: bytes, audio_keys: tuple[str, ...] | None) -> tuple[dict | None, tuple[str, str] | None]:
+    """One manifest line -> (row, None) or (None, (reason, detail))."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        return None, ("not_json", f"not UTF-8 text ({e}); save the manifest as UTF-8")
+    except json.JSONDecodeError as e:
+        return None, ("not_json", f"not valid JSON ({e}); expected one JSON object a line")
+    if not isinstance(row, dict):
+        return None, ("not_json", f"got a JSON {type(row).__name__}, expected a JSON object")
+    keys = audio_keys or tuple(k for k in AUDIO_KEYS if k in row)
+    if not keys or any(not isinstance(row.get(k), str) or not row[k] for k in keys):
+        return None, ("no_audio_key", f"row has keys {sorted(row)}, expected audio path key(s) "
+                      f'{list(audio_keys or AUDIO_KEYS)} (e.g. {{"audio": "clip.wav", "caption": "..."}})')
+    return row, None
+
+
+def drop_uncaptioned(rows: list[dict], key: str, bad: list[dict]) -> list[dict]:
+    """Rows whose ``key`` is a non-empty string; the others are appended to ``bad`` (reason ``no_caption``)."""
+    good = []
+    for row in rows:
+        text = row.get(key)
+        if isinstance(text, str) and text.strip():
+            good.append(row)
+        else:
+            got = f"no {key!r}" if key not in row else f"{key!r} is {text!r}"
+            bad.append({"id": row.get("id"), "key": key, "path": row.get("id"), "reason": "no_caption",
+                        "detail": f"{got}; expected a non-empty string"})
+    return good
 
 
 def write_manifest(
@@ -95,6 +123,17 @@ class ValidationReport:
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.counts.items())) or "none"
         return f"kept {self.kept}/{self.total} rows; dropped {self.total - self.kept} ({reasons})"
 
+    def add_bad(self, bad: list[dict]) -> None:
+        """Count rows dropped before validation (unparseable lines, no caption) into this report."""
+        self.total += len(bad)
+        self.bad = bad + self.bad
+        self.counts.update(b["reason"] for b in bad)
+
+    def to_dict(self, max_rows: int = 1000) -> dict:
+        """JSON-able: totals, counts per reason and the first ``max_rows`` bad rows."""
+        return {"total": self.total, "kept": self.kept, "dropped": self.total - self.kept,
+                "counts": dict(sorted(self.counts.items())), "bad": self.bad[:max_rows]}
+
 
 def _check_file(path: str, min_duration: float, max_duration: float | None, silence_db: float):
     """(duration s, None) for a good file, else (None, (reason, detail))."""
@@ -102,6 +141,8 @@ def _check_file(path: str, min_duration: float, max_duration: float | None, sile
 
     if not os.path.isfile(path):
         return None, ("missing", "no such file")
+    if os.path.getsize(path) == 0:
+        return None, ("empty", "0 bytes")
     try:
         duration = audio_info(path).duration  # header only: long files are refused before decoding
         if duration < min_duration:
@@ -113,8 +154,6 @@ def _check_file(path: str, min_duration: float, max_duration: float | None, sile
         return None, ("nonfinite" if "NaN" in str(e) else "corrupt", str(e)[:300])
     except (RuntimeError, OSError) as e:
         return None, ("corrupt", str(e)[:300])
-    if not torch.isfinite(wav).all():
-        return None, ("nonfinite", "NaN or inf samples")
     rms_db = 10 * math.log10(float(wav.double().pow(2).mean()) + 1e-20)
     if rms_db < silence_db:
         return None, ("silent", f"RMS {rms_db:.1f} dBFS < {silence_db} dBFS")
@@ -132,7 +171,7 @@ def validate_manifest(
 ) -> tuple[list[dict], ValidationReport]:
     """Decode every audio file once; return the good rows (with ``"duration"`` in s) and a report.
 
-    Reasons: missing, corrupt, nonfinite, silent (RMS below ``silence_db``), too_short, too_long,
+    Reasons: missing, empty, corrupt, nonfinite, silent (RMS below ``silence_db``), too_short, too_long,
     length_mismatch (paired files differing by more than 10 ms).
     """
     paths = sorted({row[k] for row in rows for k in audio_keys})
@@ -163,24 +202,39 @@ def validate_manifest(
             )
     report.kept = len(good)
     if report.bad:
-        log.info("manifest validation: %s", report.summary())
+        log.debug("manifest validation: %s", report.summary())  # callers report it (with their own counts)
     return good, report
 
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif")
+def validate_spread(
+    rows: list[dict], audio_keys: tuple[str, ...] = ("audio",), state=None, **validate_kwargs
+) -> tuple[list[dict], ValidationReport]:
+    """``validate_manifest`` with the rows split into one contiguous part per process; every process gets all.
+
+    ``state``: an Accelerate ``PartialState`` (None: this process does it all). No process waits on another
+    decoding the whole manifest (the cause of collective timeouts at start); the result is in row order.
+    """
+    from genflow.distributed import gather_json
+
+    world, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
+    per = -(-len(rows) // world)
+    good, report = validate_manifest(rows[rank * per : (rank + 1) * per], audio_keys, **validate_kwargs)
+    merged_rows, merged = [], ValidationReport()
+    for part_rows, part in gather_json([good, report.to_dict(max_rows=len(report.bad))], state):
+        merged_rows += part_rows
+        merged.total, merged.kept = merged.total + part["total"], merged.kept + part["kept"]
+        merged.counts.update(part["counts"])
+        merged.bad += part["bad"]
+    return merged_rows, merged
 
 
 def index_audio_files(folder: str | os.PathLike) -> dict[str, str]:
     """{file stem: path} of every audio file under ``folder`` (recursive; the first of equal stems wins)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"audio folder {str(folder)!r} does not exist; expected a folder holding the audio files"
-        )
+    from genflow.dsp import find_audio_files
+
     found: dict[str, str] = {}
-    for p in sorted(folder.rglob("*")):
-        if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file():
-            found.setdefault(p.stem, str(p))
+    for p in find_audio_files(folder):
+        found.setdefault(p.stem, str(p))
     return found
 
 
@@ -190,10 +244,17 @@ def write_splits(
     audio_keys: tuple[str, ...] = ("audio",),
     **validate_kwargs,
 ) -> dict[str, ValidationReport]:
-    """Validate each split's rows, write ``<out_dir>/<split>.jsonl`` of the good ones, print a report."""
+    """Validate each split's rows, write ``<out_dir>/<split>.jsonl`` of the good ones, print a report.
+
+    ``state=`` (an Accelerate ``PartialState``): every process validates a part, the main process writes.
+    """
+    state = validate_kwargs.pop("state", None)  # an Accelerate PartialState: decoding spread over processes
     reports = {}
     for name, rows in splits.items():
-        good, report = validate_manifest(rows, audio_keys, **validate_kwargs)
+        good, report = validate_spread(rows, audio_keys, state, **validate_kwargs)
+        if state is not None and not state.is_main_process:
+            reports[name] = report
+            continue
         write_manifest(good, Path(out_dir) / f"{name}.jsonl", audio_keys)
         print(f"{name}: {report.summary()}")
         for bad in report.bad[:5]:

@@ -1,8 +1,9 @@
 """What every recipe's prepare.py shares: common arguments, validate + write splits, latent caches.
 
 A prepare script only turns a public layout into rows per split ({"train": [...], ...}); ``run_prepare``
-validates them, writes ``<out-dir>/<split>.jsonl`` and, with ``--cache``, encodes each split into
-``<out-dir>/cache/<split>/`` (under ``accelerate launch`` every process encodes its shards).
+validates them (under ``accelerate launch`` each process decodes a part), writes ``<out-dir>/<split>.jsonl``
+and, with ``--cache``, encodes each split into ``<out-dir>/cache/<split>/`` (every process encodes its
+shards, dealt by seconds of audio).
 """
 
 from __future__ import annotations
@@ -79,28 +80,37 @@ def run_prepare(
     collect: Callable[[argparse.Namespace], dict[str, list[dict]]],
     keys: tuple[str, ...],
 ) -> None:
-    """Main process: collect rows per split, validate, write manifests; then build caches if asked."""
-    accelerator = None
-    if args.cache:
-        from accelerate import PartialState
+    """Collect rows per split, validate (spread over the processes), write manifests; then build caches if asked.
 
-        accelerator = PartialState()  # one process, or one per GPU under `accelerate launch`
-    if accelerator is None or accelerator.is_main_process:
-        splits = collect(args)
-        write_splits(
-            splits,
-            args.out_dir,
-            keys,
-            min_duration=args.min_duration,
-            max_duration=args.max_duration,
-            num_workers=args.num_workers,
-        )
-    if accelerator is None:
+    Under ``accelerate launch`` every process collects the same rows and decodes its own part of them; the
+    main process writes the manifests. No process waits at a barrier while another decodes everything.
+    """
+    from genflow.training import process_state
+
+    accelerator = process_state()  # one process, or one per GPU under `accelerate launch` (gloo with --cpu)
+    splits = collect(args)
+    write_splits(
+        splits,
+        args.out_dir,
+        keys,
+        min_duration=args.min_duration,
+        max_duration=args.max_duration,
+        num_workers=args.num_workers,
+        state=accelerator,
+    )
+    if not args.cache:
         return
     accelerator.wait_for_everyone()
     from genflow.codecs import load_codec
+    from genflow.codecs.latent_stats import codec_with_latent_stats
 
-    codec = load_codec(args.codec, device=accelerator.device)
+    with accelerator.local_main_process_first():  # hub weights downloaded once per node
+        codec = load_codec(args.codec, device=accelerator.device)
+    # A VAE without latent statistics: compute them on the train split into <out-dir>/codec, cache with that.
+    codec_id, codec = codec_with_latent_stats(args.codec, codec, args.out_dir / "train.jsonl",
+                                              args.out_dir / "codec", accelerator)
+    if codec_id != args.codec and accelerator.is_main_process:
+        print(f"latent statistics of {args.codec} -> {codec_id}; train with --codec {codec_id}")
     cache_root = resolve_cache_dir(args.cache, args.out_dir / "cache")
     for split in SPLITS:
         manifest = args.out_dir / f"{split}.jsonl"

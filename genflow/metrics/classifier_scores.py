@@ -9,7 +9,9 @@ line up with AudioLDM / AudioLDM2 / Tango tables:
 - ``kl_sigmoid`` ("KL_Sigmoid"): the same sum over classes with per-class sigmoid probabilities. It is
   *not* a sum of Bernoulli KLs (the 1 - p terms are ignored), exactly as in audioldm_eval.
 - Inception Score: softmax over logits, exp(E_x KL(p(y|x) || p(y))) on ``splits`` chunks after a
-  seeded shuffle (seed 2020, 10 splits in audioldm_eval); mean and std over chunks.
+  seeded shuffle (seed 2020, 10 splits in audioldm_eval); mean and std over chunks. With fewer clips
+  than splits audioldm_eval returns NaN (empty chunks); genflow then uses one split of all clips (the
+  textbook IS; one clip per split would always give 1) and the report says so (``is_splits``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ def kl_scores(gen_logits: torch.Tensor, ref_logits: torch.Tensor) -> dict[str, f
     return {k: float(v.mean()) for k, v in paired_kl(gen_logits, ref_logits).items()}
 
 
+def inception_splits(n: int, splits: int = 10) -> int:
+    """Splits actually used for ``n`` clips: ``splits``, or 1 when there are fewer clips than splits."""
+    return splits if n >= splits else 1
+
+
 def inception_score(logits: torch.Tensor, splits: int = 10, seed: int | None = 2020) -> dict[str, float]:
     """Inception Score of (N, C) logits: {"is_mean", "is_std"} over ``splits`` shuffled chunks."""
     if logits.ndim != 2 or logits.shape[0] < 1:
@@ -52,7 +59,7 @@ def inception_score(logits: torch.Tensor, splits: int = 10, seed: int | None = 2
     n = x.shape[0]
     if seed is not None:
         x = x[torch.from_numpy(np.random.RandomState(seed).permutation(n))]
-    splits = max(1, min(splits, n))  # never an empty chunk
+    splits = inception_splits(n, splits)
     log_p = x.log_softmax(-1)
     scores = []
     for i in range(splits):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from genflow.metrics.frechet import FrechetStats, compute_stats, load_stats
+from genflow.metrics.protocols import Protocol, get_protocol
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,10 @@ class EmbeddingBackend:
     sample_rate: int = 16000
     settings: dict[str, Any] = {}
     has_logits: bool = False
+
+    def prepare(self, wav: torch.Tensor) -> torch.Tensor:
+        """genflow protocol only: this backend's own padding/centring of a loaded (N,) clip (default none)."""
+        return wav
 
     def embed(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(N,) waveform -> ((T, D) embeddings, (C,) logits or None)."""
@@ -58,9 +63,9 @@ class MelStatsBackend(EmbeddingBackend):
     settings = {"sample_rate": 16000, "n_mels": 64, "window_s": 0.96, "stats": "mean+std", "version": 1}
 
     def __init__(self):
-        from genflow.metrics.vggish import vggish_mel_matrix
+        from genflow.dsp import vggish_mel_filterbank
 
-        self.mel = vggish_mel_matrix()
+        self.mel = vggish_mel_filterbank()
 
     @torch.no_grad()
     def embed(self, wav: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -98,6 +103,13 @@ class PannsBackend(EmbeddingBackend):
 
         self.model = load_panns(weights, device)
         self.settings = {"sample_rate": 16000, "weights": "Cnn14_16k_mAP=0.438", "layer": "fc1-relu"}
+
+    def prepare(self, wav):
+        """DC offset removed, zero-padded to 2 s (audioldm_eval's steps, after genflow's soxr resampling)."""
+        from genflow.metrics.panns import MIN_SECONDS, SAMPLE_RATE
+
+        wav = wav - wav.mean()
+        return torch.nn.functional.pad(wav, (0, max(0, int(MIN_SECONDS * SAMPLE_RATE) - wav.shape[-1])))
 
     def embed(self, wav):
         out = self.model.embed(wav)
@@ -193,13 +205,12 @@ class EmbeddedSet:
 
 def embed_files(
     backend: EmbeddingBackend, files: dict[str, str | os.PathLike], batch_size: int = 8, progress: bool = True,
-    desc: str = "embedding",
+    desc: str = "embedding", protocol: str | Protocol = "genflow",
 ) -> EmbeddedSet:
-    """Embed ``{clip_id: path}``; unreadable files are recorded in ``failures`` instead of raising."""
+    """Embed ``{clip_id: path}`` loaded as ``protocol`` says; unreadable files go to ``failures``, not raise."""
     from tqdm import tqdm
 
-    from genflow.audio import load_audio
-
+    protocol = get_protocol(protocol)
     out, logits = EmbeddedSet(), []
     items = list(files.items())
     bar = tqdm(total=len(items), desc=desc, disable=not progress or len(items) < 2, leave=False)
@@ -207,19 +218,18 @@ def embed_files(
         batch_ids, wavs = [], []
         for clip_id, path in items[start : start + batch_size]:
             try:
-                wav, _ = load_audio(path, backend.sample_rate)
+                wav = protocol.load(path, backend.sample_rate)
+                wav = backend.prepare(wav) if protocol.prepare_in_backend else wav
             except (OSError, ValueError, RuntimeError) as e:  # missing, corrupt or undecodable
                 out.failures[clip_id] = f"{path}: {e}"
                 log.warning("skipping %s: %s", path, e)
-                continue
-            if wav.numel() == 0:
-                out.failures[clip_id] = f"{path}: empty audio"
                 continue
             batch_ids.append(clip_id)
             wavs.append(wav)
         for clip_id, (emb, lg) in zip(batch_ids, backend.embed_batch(wavs) if wavs else []):
             out.ids.append(clip_id)
-            out.embeddings.append(emb.float())
+            # A toolkit that caches fp16 embeddings (fadtk) computes its statistics from the rounded values.
+            out.embeddings.append(emb.half().float() if protocol.embedding_dtype == "float16" else emb.float())
             if lg is not None:
                 logits.append(lg.float())
         bar.update(len(items[start : start + batch_size]))
@@ -228,13 +238,21 @@ def embed_files(
     return out
 
 
-def stats_of(backend: EmbeddingBackend, emb: EmbeddedSet) -> FrechetStats:
-    """Fréchet statistics of an embedded set, stamped with the backend's name and settings."""
+def stats_settings(backend: EmbeddingBackend, protocol: str | Protocol = "genflow") -> dict[str, Any]:
+    """What makes two sets' statistics comparable: the backend's settings and the loading protocol."""
+    protocol = get_protocol(protocol)
+    return backend.settings if protocol.name == "genflow" else {**backend.settings, "protocol": protocol.name}
+
+
+def stats_of(backend: EmbeddingBackend, emb: EmbeddedSet, protocol: str | Protocol = "genflow") -> FrechetStats:
+    """Fréchet statistics of an embedded set, stamped with the backend's name, settings and protocol."""
     if len(emb.embeddings) == 0:
         raise ValueError("no clip could be embedded: every file is missing or unreadable (see the failures)")
-    return compute_stats(emb.stacked(), backend.name, backend.settings)
+    return compute_stats(emb.stacked(), backend.name, stats_settings(backend, protocol))
 
 
-def reference_stats(backend: EmbeddingBackend, reference: str | os.PathLike) -> FrechetStats:
-    """Statistics from a cached .npz (refused if it was made with another backend/settings)."""
-    return load_stats(reference, backend.name, backend.settings)
+def reference_stats(
+    backend: EmbeddingBackend, reference: str | os.PathLike, protocol: str | Protocol = "genflow"
+) -> FrechetStats:
+    """Statistics from a cached .npz (refused if it was made with another backend/settings/protocol)."""
+    return load_stats(reference, backend.name, stats_settings(backend, protocol))

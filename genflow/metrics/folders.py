@@ -17,20 +17,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from genflow.dsp import find_audio_files
+
 log = logging.getLogger(__name__)
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
-
 
 def list_audio(folder: str | os.PathLike) -> dict[str, Path]:
     """``{id: path}`` of every audio file under ``folder`` (id = relative path without extension)."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"audio folder {str(root)!r} does not exist; expected a directory of audio files")
-    files = {}
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith("."):
-            files[p.relative_to(root).with_suffix("").as_posix()] = p
+    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in find_audio_files(folder)}
+
+
+def required_audio(folder: str | os.PathLike, flag: str) -> dict[str, Path]:
+    """``list_audio`` of a folder the user gave as ``flag``: a missing or empty folder fails in one line naming it."""
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"{flag} {folder}: no such folder; expected a folder of audio files")
+    files = list_audio(folder)
+    if not files:
+        raise ValueError(f"{flag} {folder}: the folder holds no audio files (searched recursively for WAV, FLAC, "
+                         "OGG, MP3, ...); point it at the folder the clips were written to")
     return files
 
 
@@ -57,64 +60,111 @@ def _caption_for(clip_id: str, captions: dict[str, str]) -> str | None:
     return captions.get(clip_id) or captions.get(Path(clip_id).stem)
 
 
-def evaluate_generation(
-    generated: str | os.PathLike, reference: str | os.PathLike, backend: str = "mel-stats",
-    captions: str | os.PathLike | None = None, clap: str | None = None,
-    save_reference_stats: str | os.PathLike | None = None, batch_size: int = 8, device: str | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """FD (+ KL/IS for classifier backends, + CLAP score with captions) of a generated folder."""
-    from genflow.metrics.classifier_scores import inception_score, paired_kl
-    from genflow.metrics.embeddings import embed_files, load_backend, reference_stats, stats_of
-    from genflow.metrics.frechet import frechet_distance_stats, save_stats
+MIN_FD_CLIPS = 10  # fewer clips on either side: FD/KAD are refused unless allow_small_fd (and then marked)
 
-    be = load_backend(backend, device)
-    gen_files = list_audio(generated)
-    gen = embed_files(be, gen_files, batch_size, progress, desc="generated")
-    result: dict[str, Any] = {
-        "backend": be.name, "settings": be.settings, "generated": str(generated), "reference": str(reference),
-        "metrics": {}, "per_clip": {i: {} for i in gen.ids},
-        "failures": {"generated": gen.failures}, "missing": [],
-    }
+
+def check_sample_size(n_gen: int, n_ref: int, allow_small_fd: bool, result: dict[str, Any]) -> None:
+    """Refuse (or, when allowed, mark) distances between sets too small for a stable estimate."""
+    small = min(n_gen, n_ref) < MIN_FD_CLIPS
+    result["small_sample"] = small
+    if small and not allow_small_fd:
+        raise ValueError(
+            f"{n_gen} generated and {n_ref} reference clips: a Fréchet distance needs at least {MIN_FD_CLIPS} "
+            "clips on each side to mean anything (and is comparable only between sets of equal size; "
+            "published FADs use hundreds to thousands). Evaluate more clips, or pass --allow-small-fd "
+            "(allow_small_fd=True) to compute it anyway; the report then marks it small_sample"
+        )
+    if small:
+        warnings.warn(f"FD/KAD from {min(n_gen, n_ref)} clips (< {MIN_FD_CLIPS}): unstable, marked small_sample",
+                      stacklevel=3)
+
+
+def _classifier_scores(gen, ref, result: dict[str, Any]) -> None:
+    """IS of the generated logits and paired KL(ref || gen) by clip id, into ``result``."""
+    from genflow.metrics.classifier_scores import inception_score, inception_splits, paired_kl
+
     metrics = result["metrics"]
-    gen_stats = stats_of(be, gen)
-    ref = None
-    if Path(reference).suffix == ".npz":
-        ref_stats = reference_stats(be, reference)
-    else:
-        ref_files = list_audio(reference)
-        ref = embed_files(be, ref_files, batch_size, progress, desc="reference")
-        result["failures"]["reference"] = ref.failures
-        result["missing"] = sorted(set(ref_files) - set(gen_files))
-        ref_stats = stats_of(be, ref)
-        if save_reference_stats:
-            save_stats(save_reference_stats, ref_stats)
-    metrics["fd"] = frechet_distance_stats(gen_stats, ref_stats)
+    result["is_splits"] = inception_splits(len(gen.ids), 10)  # audioldm_eval: always 10 (NaN below 10 clips)
+    metrics.update(inception_score(gen.logits, splits=10))
+    if ref is None or ref.logits is None:
+        return
+    ref_index = {i: n for n, i in enumerate(ref.ids)}
+    pairs = [(n, ref_index[i]) for n, i in enumerate(gen.ids) if i in ref_index]
+    if not pairs:
+        warnings.warn("KL skipped: no generated clip id matches a reference clip id", stacklevel=3)
+        return
+    g, r = zip(*pairs)
+    for k, v in paired_kl(gen.logits[list(g)], ref.logits[list(r)]).items():
+        metrics[k] = float(v.mean())
+        for n, val in zip(g, v.tolist()):
+            result["per_clip"][gen.ids[n]][k] = val
+    result["n_kl_pairs"] = len(pairs)
+
+
+def score_embeddings(
+    be, gen, ref=None, ref_stats=None, protocol: str = "genflow", allow_small_fd: bool = False,
+) -> dict[str, Any]:
+    """FD, KAD (with reference embeddings), KL/IS (with logits) of embedded sets; what ``evaluate_generation``
+    reports, from ``EmbeddedSet``s (``ref_stats``: cached reference statistics instead of ``ref``)."""
+    from genflow.metrics.embeddings import stats_of
+    from genflow.metrics.frechet import frechet_distance_stats
+    from genflow.metrics.kad import kernel_audio_distance
+
+    gen_stats = stats_of(be, gen, protocol)
+    ref_stats = stats_of(be, ref, protocol) if ref is not None else ref_stats
+    result: dict[str, Any] = {"metrics": {}, "per_clip": {i: {} for i in gen.ids}, "ref_stats": ref_stats}
     result["n_generated"], result["n_reference"] = len(gen.ids), ref_stats.n if ref is None else len(ref.ids)
     result["n_embeddings"] = {"generated": gen_stats.n, "reference": ref_stats.n}
+    check_sample_size(result["n_generated"], result["n_reference"], allow_small_fd, result)
+    result["metrics"]["fd"] = frechet_distance_stats(gen_stats, ref_stats)
+    if ref is not None:  # KAD needs the reference embeddings themselves, not only their mean and covariance
+        result["metrics"]["kad"] = kernel_audio_distance(gen.stacked(), ref.stacked())
     # Per-clip proxy for the plots: distance of each clip's mean embedding to the reference mean.
     mu = torch.as_tensor(ref_stats.mu, dtype=torch.float32)
     for clip_id, d in zip(gen.ids, (gen.clip_means() - mu).norm(dim=-1).tolist()):
         result["per_clip"][clip_id]["dist_to_ref_mean"] = d
-
     if be.has_logits and gen.logits is not None:
-        metrics.update({k: v for k, v in inception_score(gen.logits).items()})
-        if ref is not None and ref.logits is not None:
-            ref_index = {i: n for n, i in enumerate(ref.ids)}
-            pairs = [(n, ref_index[i]) for n, i in enumerate(gen.ids) if i in ref_index]
-            if pairs:
-                g, r = zip(*pairs)
-                kl = paired_kl(gen.logits[list(g)], ref.logits[list(r)])
-                for k, v in kl.items():
-                    metrics[k] = float(v.mean())
-                    for n, val in zip(g, v.tolist()):
-                        result["per_clip"][gen.ids[n]][k] = val
-                result["n_kl_pairs"] = len(pairs)
-            else:
-                warnings.warn("KL skipped: no generated clip id matches a reference clip id", stacklevel=2)
+        _classifier_scores(gen, ref, result)
+    return result
 
+
+def evaluate_generation(
+    generated: str | os.PathLike, reference: str | os.PathLike, backend: str = "mel-stats",
+    captions: str | os.PathLike | None = None, clap: str | None = None,
+    save_reference_stats: str | os.PathLike | None = None, batch_size: int = 8, device: str | None = None,
+    progress: bool = True, protocol: str = "genflow", allow_small_fd: bool = False,
+) -> dict[str, Any]:
+    """FD and KAD (+ KL/IS for classifier backends, + CLAP score with captions) of a generated folder.
+
+    Clips are loaded as ``protocol`` says (``genflow.metrics.protocols``); the report names it.
+    """
+    from genflow.metrics.embeddings import embed_files, load_backend, reference_stats
+    from genflow.metrics.frechet import save_stats
+    from genflow.metrics.protocols import get_protocol
+
+    proto = get_protocol(protocol)
+    be = load_backend(backend, device)
+    gen_files = required_audio(generated, "--generated")
+    gen = embed_files(be, gen_files, batch_size, progress, desc="generated", protocol=proto)
+    result: dict[str, Any] = {
+        "backend": be.name, "settings": be.settings, "protocol": proto.to_dict(), "generated": str(generated),
+        "reference": str(reference), "failures": {"generated": gen.failures}, "missing": [],
+    }
+    ref, ref_stats = None, None
+    if Path(reference).suffix == ".npz":
+        ref_stats = reference_stats(be, reference, proto)
+    else:
+        ref_files = required_audio(reference, "--reference")
+        ref = embed_files(be, ref_files, batch_size, progress, desc="reference", protocol=proto)
+        result["failures"]["reference"] = ref.failures
+        result["missing"] = sorted(set(ref_files) - set(gen_files))
+    result.update(score_embeddings(be, gen, ref, ref_stats, proto, allow_small_fd))
+    ref_stats = result.pop("ref_stats")
+    if save_reference_stats and ref is not None:
+        save_stats(save_reference_stats, ref_stats)
     if captions is not None:
-        metrics["clap_score"] = _clap_score(gen_files, gen.ids, read_captions(captions), be, clap, device, result)
+        result["metrics"]["clap_score"] = _clap_score(gen_files, gen.ids, read_captions(captions), be, clap, device,
+                                                      result)
     return result
 
 
@@ -147,8 +197,8 @@ def evaluate_enhancement(
     from genflow.audio import load_audio
     from genflow.metrics.speech import SE_SAMPLE_RATE, speech_metrics
 
-    enh_files, clean_files = list_audio(enhanced), list_audio(clean)
-    noisy_files = list_audio(noisy) if noisy is not None else {}
+    enh_files, clean_files = required_audio(enhanced, "--enhanced"), required_audio(clean, "--clean")
+    noisy_files = required_audio(noisy, "--noisy") if noisy is not None else {}
     ids = sorted(set(enh_files) & set(clean_files))
     result: dict[str, Any] = {
         "enhanced": str(enhanced), "clean": str(clean), "noisy": None if noisy is None else str(noisy),

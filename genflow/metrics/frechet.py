@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from genflow.hub import atomic_write
+
 
 @dataclass
 class FrechetStats:
@@ -88,15 +90,10 @@ def frechet_distance_stats(a: FrechetStats, b: FrechetStats) -> float:
 
 def save_stats(path: str | os.PathLike, stats: FrechetStats) -> Path:
     """Write statistics to ``path`` (.npz: mu, sigma, n, backend, settings as JSON), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        tmp, mu=stats.mu, sigma=stats.sigma, n=np.int64(stats.n), backend=np.str_(stats.backend),
-        settings=np.str_(json.dumps(stats.settings, sort_keys=True)),
-    )
-    os.replace(tmp, path)
-    return path
+    with atomic_write(path) as tmp:  # the temp name keeps the .npz suffix, so numpy writes exactly there
+        np.savez(tmp, mu=stats.mu, sigma=stats.sigma, n=np.int64(stats.n), backend=np.str_(stats.backend),
+                 settings=np.str_(json.dumps(stats.settings, sort_keys=True)))
+    return Path(path)
 
 
 def load_stats(

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import torch
 
-from genflow.codecs.mel import slaney_mel_filterbank
+from genflow.dsp import slaney_mel_filterbank, stft_magnitude
 
 PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 # Krumhansl & Kessler (1982) probe-tone profiles, tonic first.
@@ -48,7 +48,7 @@ def onset_envelope(wav: torch.Tensor, sample_rate: int, n_mels: int = 64) -> tor
     if wav.numel() < n_fft:
         raise ValueError(f"clip of {wav.numel()} samples is shorter than one {n_fft}-sample frame; "
                          "tempo needs at least a few seconds of audio")
-    spec = torch.stft(wav, n_fft, hop, window=torch.hann_window(n_fft), center=True, return_complex=True).abs()
+    spec = stft_magnitude(wav, n_fft, hop)  # (F, T)
     mel = slaney_mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate)
     logmel = torch.log(spec.T @ mel + 1e-5)  # (T, n_mels)
     flux = logmel.diff(dim=0).clamp_min(0).mean(1)  # (T - 1,)
@@ -118,9 +118,7 @@ def chroma(wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """
     n_fft = 1 << math.ceil(math.log2(sample_rate / 4))  # ~4 Hz bins: semitones apart from ~70 Hz up
     wav = wav.float().reshape(-1)
-    if wav.numel() < n_fft:
-        wav = torch.nn.functional.pad(wav, (0, n_fft - wav.numel()))
-    spec = torch.stft(wav, n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs()
+    spec = stft_magnitude(wav, n_fft, n_fft // 4, min_length=True)  # (F, T)
     # log compression so a few loud notes do not outvote the rest of the melody
     mag = torch.log1p(100 * spec / spec.max().clamp_min(1e-8)).mean(1)  # (F,)
     out = mag @ _salience_matrix(sample_rate, n_fft)

@@ -21,34 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genflow.dsp import slaney_mel_filterbank
 from genflow.metrics.vggish import read_state_dict, strict_load
 
 PANNS_URL = "https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth"
 SAMPLE_RATE, N_FFT, HOP, N_MELS, FMIN, FMAX = 16000, 512, 160, 64, 50.0, 8000.0
 MIN_SECONDS = 2.0  # shorter clips are zero-padded to 2 s, as audioldm_eval does (pad_short_audio, 32000 samples)
-
-
-def slaney_mel(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
-    """(n_fft//2+1, n_mels) Slaney-normalised mel filterbank, as ``librosa.filters.mel(...).T``."""
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-
-    def hz_to_mel(f: torch.Tensor) -> torch.Tensor:
-        return torch.where(f >= min_log_hz, min_log_mel + torch.log(f.clamp(min=1e-10) / min_log_hz) / logstep,
-                           f / f_sp)
-
-    def mel_to_hz(m: torch.Tensor) -> torch.Tensor:
-        return torch.where(m >= min_log_mel, min_log_hz * torch.exp(logstep * (m - min_log_mel)), f_sp * m)
-
-    lim = hz_to_mel(torch.tensor([fmin, fmax], dtype=torch.float64))
-    mel_f = mel_to_hz(torch.linspace(float(lim[0]), float(lim[1]), n_mels + 2, dtype=torch.float64))
-    fft_f = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    fdiff = mel_f.diff()
-    ramps = mel_f[:, None] - fft_f[None, :]
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    w = torch.clamp(torch.minimum(lower, upper), min=0.0) * (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
-    return w.T.float()
 
 
 class ConvBlock(nn.Module):
@@ -78,7 +56,8 @@ class Cnn14(nn.Module):
 
     def __init__(self, widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048), classes: int = 527):
         super().__init__()
-        self.logmel_extractor = LogMel(slaney_mel(SAMPLE_RATE, N_FFT, N_MELS, FMIN, FMAX))
+        self.logmel_extractor = LogMel(
+            slaney_mel_filterbank(N_FFT // 2 + 1, N_MELS, SAMPLE_RATE, FMIN, FMAX, norm="slaney"))  # librosa's
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)  # periodic, as librosa
         self.bn0 = nn.BatchNorm2d(N_MELS)
         chans = (1, *widths)
@@ -108,12 +87,12 @@ class Cnn14(nn.Module):
 
     @torch.no_grad()
     def embed(self, wav: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(N,) 16 kHz waveform -> {"embedding": (1, 2048), "logits": (527,)} (DC removed, padded to 2 s)."""
+        """(N,) 16 kHz waveform, as given -> {"embedding": (1, 2048), "logits": (527,)}.
+
+        Centring and padding to 2 s are the evaluation protocol's job (``PannsBackend.prepare`` for genflow's,
+        ``genflow.metrics.protocols`` for audioldm_eval's, which centres before resampling).
+        """
         wav = wav.float().reshape(1, -1).to(self.fc1.weight.device)
-        wav = wav - wav.mean()  # audioldm_eval removes the DC offset before PANNs
-        min_len = int(MIN_SECONDS * SAMPLE_RATE)
-        if wav.shape[1] < min_len:
-            wav = F.pad(wav, (0, min_len - wav.shape[1]))
         out = self(wav)
         return {"embedding": out["embedding"], "logits": out["logits"][0]}
 

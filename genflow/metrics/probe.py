@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from genflow.codecs.mel import slaney_mel_filterbank
+from genflow import hub
+from genflow.dsp import slaney_mel_filterbank, stft_magnitude
 
 MODEL_TYPE = "genflow-probe"
 
@@ -54,15 +55,13 @@ class LogMelStats(nn.Module):
     def __init__(self, cfg: ProbeConfig):
         super().__init__()
         self.n_fft, self.hop = cfg.n_fft, cfg.hop
-        self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
         fb = slaney_mel_filterbank(cfg.n_fft // 2 + 1, cfg.n_mels, cfg.sample_rate)
         self.register_buffer("mel", fb, persistent=False)  # (F, n_mels)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         wav = wav.float().reshape(-1)
-        if wav.numel() < self.n_fft:  # shorter than one frame: zero-pad so every clip gives features
-            wav = nn.functional.pad(wav, (0, self.n_fft - wav.numel()))
-        spec = torch.stft(wav, self.n_fft, self.hop, window=self.window, center=False, return_complex=True).abs()
+        # shorter than one frame: zero-padded, so every clip gives features
+        spec = stft_magnitude(wav, self.n_fft, self.hop, center=False, min_length=True)  # (F, T)
         logmel = torch.log(spec.T @ self.mel + 1e-5)  # (T, n_mels)
         delta = logmel.diff(dim=0).abs().mean(0) if logmel.shape[0] > 1 else torch.zeros_like(logmel[0])
         std = logmel.std(0, unbiased=False)
@@ -123,16 +122,8 @@ class AudioProbe(nn.Module):
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``config.json`` (settings + labels) and ``model.safetensors`` into ``folder``."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         meta = {"model_type": MODEL_TYPE, "labels": self.labels, **dataclasses.asdict(self.config)}
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(folder / "model.safetensors.tmp"))
-        os.replace(folder / "model.safetensors.tmp", folder / "model.safetensors")
-        (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-        return folder
+        return hub.save_model(folder, self, None, meta)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> AudioProbe:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from genflow import hub
 
 
 def _clean(x: Any) -> Any:
@@ -29,12 +30,7 @@ def _clean(x: Any) -> Any:
 
 def write_json(path: str | os.PathLike, result: Mapping[str, Any]) -> Path:
     """Write ``result`` as indented JSON (NaN written as null), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(result), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return hub.write_json(path, _clean(result))
 
 
 def markdown_table(rows: Mapping[str, Mapping[str, float]], digits: int = 4) -> str:
@@ -117,6 +113,10 @@ def report_generation(result: dict[str, Any], out: str | os.PathLike) -> dict[st
     bars, pairs = _figure_paths(out)
     print(markdown_table({f"{Path(result['generated']).name} ({result['backend']})": result["metrics"]}))
     print(_summary(result))
+    proto = result.get("protocol", {})
+    print(f"protocol: {proto.get('name', 'genflow')} (follows {proto.get('follows', 'genflow')}); "
+          f"{result.get('n_generated')} generated vs {result.get('n_reference')} reference clips"
+          + ("; SMALL SAMPLE: FD/KAD unstable" if result.get("small_sample") else ""))
     paths = {"json": out}
     if any(isinstance(v, float) and math.isfinite(v) for v in result["metrics"].values()):
         paths["metrics_png"] = plot_metric_bars({"generated": result["metrics"]}, bars)

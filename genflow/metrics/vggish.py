@@ -19,31 +19,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from genflow.dsp import vggish_mel_filterbank
+
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
 SAMPLE_RATE = 16000
 WIN, HOP, N_FFT, N_MELS, EXAMPLE_FRAMES = 400, 160, 512, 64, 96
 LOG_OFFSET = 0.01
 
 
-def vggish_mel_matrix(
-    n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE, fmin: float = 125.0,
-    fmax: float = 7500.0,
-) -> torch.Tensor:
-    """(n_fft//2+1, n_mels) triangular HTK-mel weights of vggish's ``mel_features`` (DC row zeroed)."""
-    hz_to_mel = lambda f: 1127.0 * torch.log1p(torch.as_tensor(f, dtype=torch.float64) / 700.0)  # noqa: E731
-    bins_mel = hz_to_mel(torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64))
-    edges = torch.linspace(float(hz_to_mel(fmin)), float(hz_to_mel(fmax)), n_mels + 2, dtype=torch.float64)
-    lo, mid, hi = edges[:-2], edges[1:-1], edges[2:]
-    lower = (bins_mel[:, None] - lo) / (mid - lo)
-    upper = (hi - bins_mel[:, None]) / (hi - mid)
-    w = torch.clamp(torch.minimum(lower, upper), min=0.0)
-    w[0] = 0.0
-    return w.float()
-
-
 def vggish_log_mel(wav: torch.Tensor, mel: torch.Tensor | None = None) -> torch.Tensor:
     """(N,) 16 kHz waveform -> (frames, 64) log-mel, frames = 1 + (N - 400) // 160 (N >= 400 by padding)."""
-    mel = vggish_mel_matrix().to(wav.device) if mel is None else mel
+    mel = vggish_mel_filterbank().to(wav.device) if mel is None else mel
     wav = wav.float().reshape(-1)
     if wav.numel() < WIN:
         wav = nn.functional.pad(wav, (0, WIN - wav.numel()))
@@ -85,7 +71,7 @@ class VGGish(nn.Module):
             nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, dim),
         )
-        self.register_buffer("mel", vggish_mel_matrix(), persistent=False)
+        self.register_buffer("mel", vggish_mel_filterbank(), persistent=False)
         self.dim = dim
 
     def forward(self, examples: torch.Tensor) -> torch.Tensor:

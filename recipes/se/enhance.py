@@ -8,7 +8,8 @@ Every option: ``python recipes/se/enhance.py --help`` (the command line is ``gen
 
 import sys
 
+from genflow.cli.common import run_main
 from genflow.cli.enhance import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_main(main, sys.argv[1:]))

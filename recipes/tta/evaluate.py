@@ -11,14 +11,15 @@ panns[:weights] (adds KL + IS), clap[:id-or-folder], or a local CLAP folder. See
 
 import sys
 
+from genflow.cli.common import run_main
+from genflow.cli.evaluate import generation
 from genflow.metrics.clap import CLAP_GENERAL
-from genflow.metrics.cli import evaluate_generation_main
 
 
 def main(argv=None):
     """Evaluate, write the JSON and PNGs, print the markdown table; returns the result dict."""
-    return evaluate_generation_main(argv, description=__doc__, default_clap=CLAP_GENERAL, default_out="eval_tta.json")
+    return generation(argv, description=__doc__, default_clap=CLAP_GENERAL, default_out="eval_tta.json")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_main(main, sys.argv[1:]))

@@ -7,7 +7,8 @@
 
 import sys
 
+from genflow.cli.common import run_main
 from genflow.cli.sample import main
 
 if __name__ == "__main__":
-    main(sys.argv[1:], description=__doc__)
+    sys.exit(run_main(lambda argv: main(argv, description=__doc__), sys.argv[1:]))
