@@ -62,6 +62,9 @@ class DiTConfig:
     # False: padded frames are never zeroed and the final conv reads them, as in the official batched sampler
     # (a row's output then depends on its batch); True: padding never reaches a valid frame
     zero_padding: bool = True
+    # A second time input, the interval sigma - r an average velocity spans (MeanFlow / few-step students);
+    # its embedding is zero-initialised, so a flow checkpoint given this input starts out as itself.
+    interval_input: bool = False
     gradient_checkpointing: bool = False
 
     def __post_init__(self):
@@ -252,6 +255,8 @@ class DiT(nn.Module):
         self.gradient_checkpointing = cfg.gradient_checkpointing
         self.x_embedder = nn.Linear(cfg.latent_dim, d)
         self.t_embedder = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        if cfg.interval_input:
+            self.interval_embedder = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         if cfg.text_dim:
             self.text_embedder = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.SiLU(), nn.Linear(d, d))
             null = torch.zeros(cfg.text_null_tokens, cfg.text_dim)
@@ -283,6 +288,10 @@ class DiT(nn.Module):
         self.apply(_basic_init)
         for layer in (self.t_embedder[0], self.t_embedder[2]):
             nn.init.normal_(layer.weight, std=0.02)
+        if self.config.interval_input:  # zero output: the model ignores the interval until trained on it
+            nn.init.normal_(self.interval_embedder[0].weight, std=0.02)
+            nn.init.zeros_(self.interval_embedder[2].weight)
+            nn.init.zeros_(self.interval_embedder[2].bias)
         if isinstance(getattr(self, "null_text", None), nn.Parameter):
             nn.init.normal_(self.null_text, std=0.02)
         if isinstance(getattr(self, "null_aligned", None), nn.Parameter):
@@ -371,10 +380,17 @@ class DiT(nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, *, mask: torch.Tensor | None = None,
                 text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 aligned: torch.Tensor | None = None, drop_text: torch.Tensor | None = None,
-                drop_aligned: torch.Tensor | None = None) -> torch.Tensor:
-        """Velocity v (B, T, C) at noise level sigma (B,) in [0, 1]; padded frames (mask False) give 0."""
+                drop_aligned: torch.Tensor | None = None, interval: torch.Tensor | None = None) -> torch.Tensor:
+        """Velocity v (B, T, C) at noise level sigma (B,) in [0, 1]; padded frames (mask False) give 0.
+
+        With ``interval_input``, ``interval`` (B,) = sigma - r >= 0 makes it the average velocity over
+        [r, sigma] (None = 0: the instantaneous velocity).
+        """
         if not torch.is_tensor(sigma) or sigma.ndim == 0:
             sigma = torch.as_tensor(sigma, device=x.device).expand(x.shape[0])
+        if interval is not None and not self.config.interval_input:
+            raise ValueError("interval was given but this DiT has no interval input (interval_input=False); "
+                             "pass interval=None or fine-tune it with --objective meanflow")
         self._check(x, sigma, mask, text, text_mask, aligned, drop_text, drop_aligned)
         B, T, _ = x.shape
         cfg, dtype = self.config, self.x_embedder.weight.dtype
@@ -386,7 +402,11 @@ class DiT(nn.Module):
         # network timestep input 1000 * sigma (fp32, truncated when timestep_int); SiLU once here, shared by
         # every adaLN linear
         timesteps = (1000 * sigma.float()).trunc() if cfg.timestep_int else 1000 * sigma
-        t = F.silu(self.t_embedder(timestep_embedding(timesteps).to(dtype)))  # (B, d)
+        t = self.t_embedder(timestep_embedding(timesteps).to(dtype))  # (B, d)
+        if cfg.interval_input:  # the interval on the same 0..1000 scale, added before the SiLU
+            gap = torch.zeros_like(sigma) if interval is None else interval.expand_as(sigma)
+            t = t + self.interval_embedder(timestep_embedding(1000 * gap).to(dtype))
+        t = F.silu(t)
         shared = self.adaLN_shared(t) if cfg.adaln_rank else None  # (B, 6d)
         ctx = ctx_mask = al = None
         if cfg.text_dim:

@@ -24,8 +24,11 @@ from tqdm.auto import tqdm
 from genflow.audio import resample
 from genflow.conditioning import Conditioner, build_conditioner
 from genflow.flow import make_noise, sample
+from genflow.meanflow import sample_average
 from genflow.sampling import SamplingSettings
 
+#: a release's "prediction" -> its sampler
+SAMPLERS = {"velocity": sample, "average_velocity": sample_average}
 logger = logging.getLogger("genflow.pipeline")
 
 
@@ -45,11 +48,17 @@ class Generator:
 
     def __init__(self, model: torch.nn.Module, conditioner: Conditioner, settings: SamplingSettings | None = None,
                  *, dtype: torch.dtype | None = None, codec_id: str | None = None, text_encoder_id: str | None = None,
-                 trained_seconds: tuple[float, float] | None = None, inference_mode: bool = True):
+                 trained_seconds: tuple[float, float] | None = None, inference_mode: bool = True,
+                 prediction: str = "velocity"):
         self.model, self.conditioner = model, conditioner
         # False: plain no_grad (training previews: FSDP2 cannot unshard parameters inside inference_mode)
         self.inference_mode = inference_mode
         self.settings = settings or SamplingSettings()
+        # What the model predicts decides the sampler, once: the ODE solvers for a velocity, jumps for an
+        # average velocity (few-step models: one forward per step, guidance already folded in).
+        if prediction not in SAMPLERS:
+            raise ValueError(f"prediction={prediction!r}: expected one of {', '.join(SAMPLERS)}")
+        self.prediction, self._sampler = prediction, SAMPLERS[prediction]
         self.dtype = None if dtype == torch.float32 else dtype  # autocast dtype (e.g. torch.bfloat16); None = fp32
         # What the release named them (for sidecars / reports); None when built by hand.
         self.codec_id, self.text_encoder_id = codec_id, text_encoder_id
@@ -86,10 +95,14 @@ class Generator:
     def _sample(self, noise, settings: SamplingSettings, progress=False, **conditions) -> torch.Tensor:
         """Noise (B, T, C) -> latents with the settings' solver/schedule/guidance (fp32 in, fp32 out)."""
         autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+        solver = {"solver": settings.solver} if self._sampler is sample else {}
+        if not solver and settings.solver != "euler":
+            raise ValueError(f"solver={settings.solver!r}: an average-velocity model jumps with one evaluation per "
+                             "step and takes no ODE solver; use solver='euler' (its release's default)")
         with self._no_autograd(), autocast:
-            x = sample(self.model, noise, settings.sigmas(self.device), solver=settings.solver,
-                       guidance_scale=settings.guidance_scale, guidance_rescale=settings.guidance_rescale,
-                       progress=progress, **conditions)
+            x = self._sampler(self.model, noise, settings.sigmas(self.device), **solver,
+                              guidance_scale=settings.guidance_scale, guidance_rescale=settings.guidance_rescale,
+                              progress=progress, **conditions)
         return x.float()
 
     def _frames(self, settings: SamplingSettings, text, text_mask) -> list[int]:
@@ -236,4 +249,5 @@ def load(path_or_hub_id: str, device: str | torch.device | None = None, dtype: t
     settings = SamplingSettings.from_dict(meta.get("sampling") or {})
     trained = meta.get("trained_seconds")
     return Generator(model.eval(), conditioner, settings, dtype=dtype, codec_id=meta["codec"],
-                     text_encoder_id=meta.get("text_encoder"), trained_seconds=tuple(trained) if trained else None)
+                     text_encoder_id=meta.get("text_encoder"), trained_seconds=tuple(trained) if trained else None,
+                     prediction=meta.get("prediction", "velocity"))

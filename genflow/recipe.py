@@ -38,6 +38,14 @@ from genflow.data import (
 from genflow.data.stream import ShardStream, expand_shards, is_stream
 from genflow.lora import LoraSettings, add_lora
 from genflow.model import DiT, DiTConfig
+from genflow.objectives import (
+    PREDICTION,
+    check_objective,
+    load_teacher,
+    release_sampling,
+    resolve_fewstep,
+    student_model,
+)
 from genflow.release import load_release
 from genflow.sampling import SamplingSettings
 from genflow.training import DATA_REPORT, TrainConfig, configure_logging, process_state, train
@@ -167,13 +175,16 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
     """The frozen codec/text encoder (``build_conditioner``) and the model to train.
 
     From scratch, the model's widths come from the codec and text encoder. With ``init`` (fine-tuning) the
-    release's model, codec, text encoder, prompt template and sampling settings are used as they are.
+    release's model, codec, text encoder, prompt template and sampling settings are used as they are. A few-step
+    objective (``--objective meanflow|ctm``) gets the model's zero-initialised interval input added.
     """
+    check_objective(cfg.train.objective, cfg.init)
     state = process_state(cfg.train.process_group_timeout_s)  # first: it creates the process group
     configure_logging()  # before the data report, so its counts reach the console
     device = state.device
     if cfg.init:
         model, meta, folder = load_release(cfg.init)
+        model = student_model(model, cfg.train.objective)
         for dit in (m for m in model.modules() if isinstance(m, DiT)):  # a training choice, not the release's
             dit.gradient_checkpointing = cfg.model.gradient_checkpointing
         codec, text = inside(folder, meta["codec"]), meta.get("text_encoder") or ""
@@ -206,7 +217,9 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
                          "folder or hub id), or drop --lora.rank to train from scratch")
     text = conditioner.text_encoder
     model_cfg = dataclasses.replace(cfg.model, latent_dim=codec.latent_dim, text_dim=text.dim if text else 0,
-                                    aligned_dim=codec.latent_dim if aligned else 0)
+                                    aligned_dim=codec.latent_dim if aligned else 0,
+                                    interval_input=cfg.model.interval_input or PREDICTION[cfg.train.objective]
+                                    == "average_velocity")
     set_seed(cfg.train.seed)  # the same initial weights on every process and in every rerun
     return dataclasses.replace(cfg, model=model_cfg), conditioner, DiT(model_cfg)
 
@@ -225,16 +238,21 @@ def latent_cache(cfg: RunConfig, rows: list[dict], codec, keys: tuple[str, ...])
 
 def run_training(cfg: RunConfig, conditioner: Conditioner, model: torch.nn.Module, dataset, keys: BatchKeys, *,
                  preview: Callable | None, resume: str | None) -> Path:
-    """Build the batch sampler, then run ``genflow.training.train`` on ``model``."""
+    """Build the batch sampler, then run ``genflow.training.train`` on ``model`` (and a distillation teacher)."""
     state = process_state()
+    objective = cfg.train.objective
+    fewstep = resolve_fewstep(objective, cfg.train.fewstep, cfg.sampling.guidance_scale)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fewstep=fewstep))
     sampler = None if isinstance(dataset, IterableDataset) else LengthBucketSampler(
         dataset.lengths, cfg.train.batch_size, seed=cfg.train.seed, num_replicas=state.num_processes,
         rank=state.process_index, max_frames=cfg.train.max_batch_frames or None)
     collate_fn = None if sampler is None else collate  # a stream yields collated batches
     release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None, "prompt_template": cfg.prompt_template,
-               "sampling": cfg.sampling.to_dict(), "trained_seconds": [cfg.data.min_seconds, cfg.data.max_seconds]}
+               "sampling": release_sampling(objective, cfg.sampling.to_dict()), "prediction": PREDICTION[objective],
+               "trained_seconds": [cfg.data.min_seconds, cfg.data.max_seconds]}
     return train(cfg.train, model, dataset, sampler, collate_fn, conditioner.with_keys(keys), release=release,
-                 run_config=config_to_dict(cfg), preview=preview, resume_from=resume)
+                 run_config=config_to_dict(cfg), preview=preview, resume_from=resume,
+                 teacher=load_teacher(objective, cfg.init))
 
 
 def max_frames(cfg: RunConfig, codec) -> int:
@@ -269,7 +287,8 @@ def train_captioned(cfg: RunConfig, resume: str | None = None) -> Path:
 
 
 #: Short flags every recipe accepts, on top of ``--FIELD.PATH value`` for any config field.
-ALIASES = {"data": "data.train", "max-steps": "train.max_steps", "out": "train.out"}
+ALIASES = {"data": "data.train", "max-steps": "train.max_steps", "objective": "train.objective",
+           "out": "train.out"}
 
 
 def resume_arg(text: str) -> str:

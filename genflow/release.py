@@ -3,8 +3,9 @@
     release/
       config.json        the model's config (``model_type`` says which class loads it)
       model.safetensors  EMA weights, unwrapped, fp32
-      pipeline.json      {"format", "codec", "text_encoder", "prompt_template", "sampling", "trained_seconds"}:
-                         how to sample with it
+      pipeline.json      {"format", "codec", "text_encoder", "prompt_template", "sampling", "trained_seconds",
+                         "prediction"}: how to sample with it ("prediction": "velocity" | "average_velocity";
+                         absent = "velocity")
 
 Training state (Accelerate folders, optimizer etc.) never goes here: a release is only for inference.
 ``load_release`` resolves a folder or hub id once and dispatches on ``config.json``'s ``model_type``;
@@ -28,7 +29,10 @@ from genflow.sampling import SamplingSettings
 
 FORMAT = "genflow-release-1"
 #: trained_seconds (optional): [shortest, longest] training clip in seconds, for warnings beyond them
-PIPELINE_KEYS = ("format", "codec", "text_encoder", "prompt_template", "sampling", "trained_seconds")
+PIPELINE_KEYS = ("format", "codec", "text_encoder", "prompt_template", "sampling", "trained_seconds",
+                 "prediction")
+#: what a release's model predicts: the flow velocity, or the average velocity of a few-step model (absent: velocity)
+PREDICTIONS = ("velocity", "average_velocity")
 #: what a release download fetches besides config.json
 RELEASE_PATTERNS = ("model.safetensors", "pipeline.json", "codec/*", "text_encoder/*")
 
@@ -56,6 +60,9 @@ def read_pipeline_dict(meta: dict, where: str) -> dict:
     check_known(sorted(meta), PIPELINE_KEYS, f"{where} (fix the file or re-run the release step)")
     if not meta.get("codec"):
         raise ValueError(f"{where}: no codec; expected a codec name, hub id or folder under 'codec'")
+    if meta.get("prediction", "velocity") not in PREDICTIONS:
+        raise ValueError(f"{where}: prediction {meta['prediction']!r}, expected one of {list(PREDICTIONS)} "
+                         "(or no key: velocity)")
     SamplingSettings.from_dict(meta.get("sampling") or {}, where=f"{where} 'sampling'")
     trained = meta.get("trained_seconds")
     if trained is not None and not (isinstance(trained, list) and len(trained) == 2

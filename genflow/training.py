@@ -42,7 +42,8 @@ from genflow import checkpoint, hub, lora
 from genflow.conditioning import Conditioner
 from genflow.data import SkipBatches
 from genflow.ema import EMA
-from genflow.flow import TimestepSampler, flow_loss
+from genflow.flow import TimestepSampler
+from genflow.objectives import FewStepConfig, objective_loss
 from genflow.release import save_release
 from genflow.sampling import SamplingSettings
 
@@ -77,6 +78,8 @@ class TrainConfig:
     timestep_shift: float = 1.0
     text_dropout: float = 0.2  # probability of training a row with the null text (for CFG)
     aligned_dropout: float = 0.2  # same for the time-aligned condition
+    objective: str = "flow"  # "flow" | "meanflow" | "ctm" (genflow.objectives; ctm needs --init, the teacher)
+    fewstep: FewStepConfig = field(default_factory=FewStepConfig)  # settings of meanflow / ctm
     log_every: int = 10
     save_every: int = 500
     save_total_limit: int = 3
@@ -214,6 +217,7 @@ class Run:
     ema_file: str
     state: RunState = field(default_factory=RunState)
     bad_streak: int = 0
+    teacher: torch.nn.Module | None = None  # frozen, for distillation objectives; moved, never prepared
 
     @property
     def device(self) -> torch.device:
@@ -242,7 +246,10 @@ def make_accelerator(cfg: TrainConfig, run_config: dict | None) -> Accelerator:
         hub.write_json(out / "config.json", run_config)
         logger.info("resolved config:\n%s", json.dumps(run_config, indent=2))
     if log_with:
-        accelerator.init_trackers("genflow", config={k: v for k, v in vars(cfg).items()})
+        # TensorBoard's hparams take flat scalars: the nested few-step settings go in as "fewstep.NAME"
+        hparams = {k: v for k, v in vars(cfg).items() if k != "fewstep"}
+        hparams.update({f"fewstep.{k}": "none" if v is None else v for k, v in vars(cfg.fewstep).items()})
+        accelerator.init_trackers("genflow", config=hparams)
         log_data_report(accelerator, out)
     if accelerator.device.type == "cuda":  # TF32 matmuls/convolutions for whatever runs in fp32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -474,8 +481,9 @@ def train_step(run: Run, batch: dict, text_dropout: float, aligned_dropout: floa
     with accelerator.accumulate(run.model):
         with frozen_autocast(run):
             inputs = run.conditioner(batch, run.device)
-        loss = flow_loss(run.model, **inputs, text_dropout=text_dropout, aligned_dropout=aligned_dropout,
-                         timesteps=run.sigma_sampler)
+        loss = objective_loss(cfg.objective, run.model, inputs, fewstep=cfg.fewstep, text_dropout=text_dropout,
+                              aligned_dropout=aligned_dropout, timesteps=run.sigma_sampler, teacher=run.teacher,
+                              plain_model=accelerator.unwrap_model(run.model))
         accelerator.backward(loss)
         if not accelerator.sync_gradients:
             return loss.detach(), None
@@ -578,7 +586,7 @@ def save_checkpoint(run: Run, tag: str | None = None) -> None:
         logger.info("checkpoint of step %d took %.1f s", state.step, time.perf_counter() - started)
 
 
-def make_preview(run: Run, preview: Callable, settings: SamplingSettings) -> None:
+def make_preview(run: Run, preview: Callable, settings: SamplingSettings, prediction: str = "velocity") -> None:
     """Sample ``preview(generator)`` with the EMA weights; write WAVs, spectrograms and TensorBoard entries."""
     from genflow.pipeline import Generator
 
@@ -586,7 +594,8 @@ def make_preview(run: Run, preview: Callable, settings: SamplingSettings) -> Non
     with run.ema.applied():
         unwrapped.eval()
         # no_grad, not inference_mode: FSDP2 cannot unshard its parameters inside inference_mode
-        clips = preview(Generator(unwrapped, run.conditioner, settings, inference_mode=False))
+        clips = preview(Generator(unwrapped, run.conditioner, settings, inference_mode=False,
+                                   prediction=prediction))
         unwrapped.train()
     if run.accelerator.is_main_process:
         write_preview(run.out / "samples" / f"step-{run.state.step:07d}", clips, run.conditioner.codec.sample_rate,
@@ -660,22 +669,25 @@ def _agree(run: Run, asked: bool) -> bool:
 
 def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_sampler, collate_fn: Callable,
           conditioner: Conditioner, *, release: dict, run_config: dict, preview: Callable | None = None,
-          resume_from: str | None = None) -> Path:
+          resume_from: str | None = None, teacher: torch.nn.Module | None = None) -> Path:
     """Train ``model`` and return the release folder.
 
     ``batch_sampler`` yields lists of dataset indices for this process (it shards by rank itself) and
     has ``set_epoch``; ``conditioner(batch, device)`` returns the DiT inputs of a collated batch;
     ``preview(generator) -> {name: waveform}`` makes the periodic samples; ``release`` is written as
-    ``pipeline.json`` next to the EMA weights; ``run_config`` is the resolved config of the whole run.
+    ``pipeline.json`` next to the EMA weights; ``run_config`` is the resolved config of the whole run;
+    ``teacher`` is the frozen model a distillation objective learns from.
     """
     # Found (and verified) before anything is written, so a bad --resume leaves the run folder as it was.
     ckpt = checkpoint.find_checkpoint(Path(cfg.out), resume_from) if resume_from else None
     run = build(cfg, model, conditioner, run_config)
+    run.teacher = teacher.to(run.device) if teacher is not None else None
     if ckpt is not None:
         resume(run, ckpt)
     elif resume_from:
         logger.info("--resume latest: no checkpoint in %s, starting from scratch", run.out / "checkpoints")
     settings = SamplingSettings.from_dict(release.get("sampling") or {})
+    prediction = release.get("prediction", "velocity")
     previews = preview is not None and cfg.sample_every > 0
     progress = tqdm(total=cfg.max_steps, initial=run.state.step, disable=not run.accelerator.is_main_process,
                     desc="train", dynamic_ncols=True)
@@ -693,7 +705,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_samp
             if run.state.step % cfg.log_every == 0 or run.state.step == cfg.max_steps:
                 meter.log(run, grad_norm, dataset, progress)
             if previews and run.state.step % cfg.sample_every == 0:
-                make_preview(run, preview, settings)
+                make_preview(run, preview, settings, prediction)
             stopped = _agree(run, stop["asked"])
             if stopped:
                 save_checkpoint(run, "interrupted")
@@ -701,7 +713,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_samp
                 save_checkpoint(run)
     progress.close()
     wrap_up(run, stopped, lambda tag: save_checkpoint(run, tag),
-            (lambda: make_preview(run, preview, settings)) if previews else None)
+            (lambda: make_preview(run, preview, settings, prediction)) if previews else None)
     bad_files = run.state.bad_files_total + getattr(dataset, "num_bad", 0)
     if bad_files and run.accelerator.is_main_process:
         logger.warning("%d unreadable clips were skipped during training", bad_files)

@@ -47,13 +47,13 @@ def test_fp16_skipped_step_still_updates_the_grad_scaler(tmp_path, monkeypatch):
     run.accelerator.scaler = scaler
     run.optimizer = AcceleratedOptimizer(run.optimizer.optimizer, device_placement=False, scaler=scaler)
     run.accelerator._optimizers = [run.optimizer]
-    real = training.flow_loss
-    monkeypatch.setattr(training, "flow_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = training.objective_loss
+    monkeypatch.setattr(training, "objective_loss", lambda *a, **k: real(*a, **k) * float("nan"))
     batch = {"x": torch.randn(2, 6, 8)}
     _, norm = training.train_step(run, batch, 0.0, 0.0)
     assert not torch.isfinite(norm) and run.state.bad_steps_total == 1
     assert scaler.get_scale() == 2.0**9  # the scaler saw the overflow
-    monkeypatch.setattr(training, "flow_loss", real)
+    monkeypatch.setattr(training, "objective_loss", real)
     before = [p.detach().clone() for p in run.model.parameters()]
     _, norm = training.train_step(run, batch, 0.0, 0.0)  # raised RuntimeError before the fix
     assert torch.isfinite(norm) and run.bad_streak == 0

@@ -184,7 +184,7 @@ def test_tensorboard_gets_scalars_audio_and_spectrograms(tmp_path):
 def test_non_finite_steps_are_skipped_then_abort(tmp_path, monkeypatch, caplog):
     import genflow.training as training
 
-    real = training.flow_loss
+    real = training.objective_loss
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):  # the 2nd micro-step's loss is NaN
@@ -192,7 +192,7 @@ def test_non_finite_steps_are_skipped_then_abort(tmp_path, monkeypatch, caplog):
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 2 else loss
 
-    monkeypatch.setattr(training, "flow_loss", flaky)
+    monkeypatch.setattr(training, "objective_loss", flaky)
     caplog.set_level("WARNING")
     out = tmp_path / "run"
     recipe("tta").main(FAST + ["--out", str(out), "--max-steps", "3", "--train.sample_every", "0"])
@@ -201,7 +201,7 @@ def test_non_finite_steps_are_skipped_then_abort(tmp_path, monkeypatch, caplog):
     weights_ok = load_file(str(out / "release" / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in weights_ok.values())
 
-    monkeypatch.setattr(training, "flow_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    monkeypatch.setattr(training, "objective_loss", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(RuntimeError, match="non-finite steps in a row"):
         recipe("tta").main(FAST + ["--out", str(tmp_path / "nan"), "--max-steps", "10", "--train.max_bad_steps", "3",
                                    "--train.sample_every", "0"])

@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None, description: str | None = None) -> list[
         path = out / f"{job['name']}.wav"
         sidecar = {
             "file": path.name, "id": job["id"], "prompt": job["prompt"], "seed": job["seed"], **settings,
+            "prediction": gen.prediction,  # "average_velocity": few-step jumps, one forward per step
             "checkpoint": args.checkpoint, "sample_rate": gen.sample_rate, "num_samples": int(wav.numel()),
             "codec": gen.codec_id, "text_encoder": gen.text_encoder_id, "device": str(gen.device),
             "dtype": "bf16" if args.bf16 else "fp32", "genflow_version": genflow.__version__,

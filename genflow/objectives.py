@@ -1,0 +1,128 @@
+"""Training objectives by name: what each trains, what its release predicts, what it needs.
+
+    flow       the flow-matching loss (``flow.flow_loss``): the model predicts the velocity v
+    meanflow   MeanFlow (``meanflow.meanflow_loss``): the average velocity u, from data alone
+    ctm        consistency-trajectory distillation (``distill.ctm_loss``) from a frozen teacher release
+
+The few-step objectives need the DiT's interval input: ``student_model`` adds it (zero-initialised) to a
+flow model, which then starts out as itself. Their releases say ``"prediction": "average_velocity"`` in
+``pipeline.json``; ``Generator`` reads it once and jumps with the average velocity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from genflow.flow import TimestepSampler, flow_loss
+
+logger = logging.getLogger("genflow.objectives")
+
+#: objective -> what its model predicts (the release's "prediction")
+PREDICTION = {"flow": "velocity", "meanflow": "average_velocity", "ctm": "average_velocity"}
+NEEDS_TEACHER = ("ctm",)
+
+
+@dataclass
+class FewStepConfig:
+    """Settings of the few-step objectives (``meanflow``, ``ctm``); unused by ``flow``."""
+
+    ratio: float = 0.5  # rows trained on a jump r < t; the others (r = t) on the instantaneous velocity
+    grid_fraction: float = 0.5  # of the jump rows, those put on a step of a 1/2/4-step linear schedule
+    guidance_scale: float | None = None  # CFG folded into the target; None = the run's sampling guidance_scale
+    adaptive_p: float = 1.0  # per-example loss weight 1 / (mse + c)^p (MeanFlow's adaptive weighting)
+    adaptive_c: float = 1e-3
+    teacher_span: float = 0.25  # ctm: sigma span the teacher solves before the student's own jump
+    teacher_steps: int = 2  # ctm: Euler steps of the guided teacher over that span
+
+
+def check_objective(name: str, init: str | None = None) -> None:
+    """Fail early on an unknown objective, or (``init`` given as "") a distillation without a teacher."""
+    if name not in PREDICTION:
+        raise ValueError(f"--train.objective {name!r} is unknown; expected one of {', '.join(PREDICTION)}")
+    if name in NEEDS_TEACHER and init == "":
+        raise ValueError(f"--train.objective {name} distils a frozen teacher: pass --init RELEASE (a flow release)")
+
+
+def objective_loss(name: str, model: Callable, inputs: dict, *, fewstep: FewStepConfig, text_dropout: float,
+                   aligned_dropout: float, timesteps: TimestepSampler, plain_model: Callable | None = None,
+                   teacher: Callable | None = None) -> torch.Tensor:
+    """The loss of objective ``name`` on one batch of DiT inputs (``conditioner(batch)``'s dict).
+
+    ``plain_model``: the unwrapped module, for the no-gradient passes (JVP, the student's own jumps).
+    """
+    common = dict(text_dropout=text_dropout, aligned_dropout=aligned_dropout, timesteps=timesteps)
+    if name == "flow":
+        return flow_loss(model, **inputs, **common)
+    few = dict(ratio=fewstep.ratio, grid_fraction=fewstep.grid_fraction,
+               guidance_scale=1.0 if fewstep.guidance_scale is None else fewstep.guidance_scale,
+               adaptive_p=fewstep.adaptive_p, adaptive_c=fewstep.adaptive_c)
+    if name == "meanflow":
+        from genflow.meanflow import meanflow_loss
+
+        return meanflow_loss(model, **inputs, **common, **few, jvp_model=plain_model)
+    if name == "ctm":
+        from genflow.distill import ctm_loss
+
+        if teacher is None:
+            raise ValueError("--train.objective ctm distils a frozen teacher: pass --init RELEASE (the teacher)")
+        return ctm_loss(model, teacher, **inputs, **common, **few, span=fewstep.teacher_span,
+                        teacher_steps=fewstep.teacher_steps, target_model=plain_model)
+    check_objective(name)
+    raise AssertionError(name)
+
+
+def student_model(model: torch.nn.Module, objective: str) -> torch.nn.Module:
+    """``model`` ready for ``objective``: a DiT without an interval input gets one, zero-initialised.
+
+    Every other weight is copied; the new keys are exactly the interval embedder's (checked), so the
+    student computes what the model did for any interval.
+    """
+    check_objective(objective)
+    if PREDICTION[objective] == "velocity":
+        return model
+    config = getattr(model, "config", None)
+    if not hasattr(config, "interval_input"):
+        raise ValueError(f"--train.objective {objective} needs a genflow DiT (it adds an interval input); got a "
+                         f"{type(model).__name__}. Convert the release to a genflow DiT release first")
+    if config.interval_input:
+        return model
+    student = type(model)(dataclasses.replace(config, interval_input=True))
+    missing, unexpected = student.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("interval_embedder.") for k in missing):
+        raise ValueError(f"adding the interval input changed more than its embedder: missing {missing}, "
+                         f"unexpected {unexpected}")
+    logger.info("added a zero-initialised interval input for --train.objective %s", objective)
+    return student
+
+
+def load_teacher(objective: str, init: str) -> torch.nn.Module | None:
+    """The frozen teacher of a distillation objective: the ``--init`` release, eval mode, no gradients."""
+    if objective not in NEEDS_TEACHER:
+        return None
+    if not init:
+        raise ValueError(f"--train.objective {objective} distils a frozen teacher: pass --init RELEASE")
+    from genflow.release import load_release
+
+    teacher = load_release(init)[0].eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def resolve_fewstep(objective: str, fewstep: FewStepConfig, guidance_scale: float) -> FewStepConfig:
+    """The few-step settings with the folded guidance scale decided (None -> the run's sampling scale)."""
+    if PREDICTION[objective] == "velocity" or fewstep.guidance_scale is not None:
+        return fewstep
+    return dataclasses.replace(fewstep, guidance_scale=guidance_scale)
+
+
+def release_sampling(objective: str, sampling: dict) -> dict:
+    """The sampling settings a release of ``objective`` ships: guidance already folded in, 2 linear jumps."""
+    if PREDICTION[objective] == "velocity":
+        return sampling
+    return {**sampling, "guidance_scale": 1.0, "guidance_rescale": 0.0, "steps": 2, "schedule": "linear",
+            "solver": "euler"}
