@@ -157,7 +157,7 @@ def resume(run: CodecRun, ckpt: Path) -> None:
     state = hub.read_json(ckpt / checkpoint.STATE)
     model_sd = hub.read_weights(ckpt / "model.safetensors")
     hub.check_keys(trained_state(run), model_sd, str(ckpt / "model.safetensors"))  # strict on the trained keys
-    run.codec.load_state_dict(model_sd, strict=not run.frozen)
+    run.codec.load_state_dict({**run.codec.state_dict(), **model_sd}, strict=True)  # frozen parts: as built
     disc = run.accelerator.unwrap_model(run.disc)
     hub.load_weights(disc, ckpt / "discriminator.safetensors")
     run.optimizer.load_state_dict(checkpoint.load_optimizer(ckpt / "optimizer.safetensors"))

@@ -92,10 +92,12 @@ def student_model(model: torch.nn.Module, objective: str) -> torch.nn.Module:
     if config.interval_input:
         return model
     student = type(model)(dataclasses.replace(config, interval_input=True))
-    missing, unexpected = student.load_state_dict(model.state_dict(), strict=False)
+    own, given = student.state_dict(), model.state_dict()
+    missing, unexpected = sorted(set(own) - set(given)), sorted(set(given) - set(own))
     if unexpected or any(not k.startswith("interval_embedder.") for k in missing):
         raise ValueError(f"adding the interval input changed more than its embedder: missing {missing}, "
                          f"unexpected {unexpected}")
+    student.load_state_dict({**own, **given}, strict=True)  # the new embedder keeps its zero initialisation
     logger.info("added a zero-initialised interval input for --train.objective %s", objective)
     return student
 

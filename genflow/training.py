@@ -358,7 +358,7 @@ def resume(run: Run, ckpt: Path) -> None:
         own = unwrapped.state_dict()
         adapters = lora.is_lora(unwrapped)  # only the adapters were saved: strict on exactly those
         hub.check_keys(lora.adapter_state(own) if adapters else own, model_sd, str(ckpt / "model.safetensors"))
-        unwrapped.load_state_dict(model_sd, strict=not adapters)
+        unwrapped.load_state_dict({**own, **model_sd}, strict=True)  # LoRA: the frozen base as loaded by --init
         run.optimizer.load_state_dict(optim_sd)
     run.scheduler.load_state_dict(state["scheduler"])
     if run.accelerator.scaler is not None and state.get("scaler"):

@@ -112,7 +112,7 @@ def _dasheng(folder, s: DecoderSettings) -> Codec:
     # Strict on what is taken: every key of those modules present, none extra, same shapes.
     hub.check_keys(own, {k: v for k, v in state.items() if k.startswith(keep)},
                    f"{folder / 'model.safetensors'} (decoder.init={s.init})")
-    model.load_state_dict({k: state[k] for k in own}, strict=False)
+    model.load_state_dict({**model.state_dict(), **{k: state[k] for k in own}}, strict=True)
     logger.info("DashengTokenizer from %s: loaded %d tensors (%s), decoder at %d Hz, ISTFT %d/%d", folder, len(own),
                 ", ".join(keep), model.output_sample_rate, cfg.istft_n_fft, cfg.istft_hop)
     return model
