@@ -38,6 +38,7 @@ from genflow.training import (
     batches,
     lr_lambda,
     make_accelerator,
+    restore_counters,
     stop_signals,
     wrap_up,
 )
@@ -164,10 +165,7 @@ def resume(run: CodecRun, ckpt: Path) -> None:
     run.disc_optimizer.load_state_dict(checkpoint.load_optimizer(ckpt / "optimizer_disc.safetensors"))
     run.scheduler.load_state_dict(state["scheduler"])
     run.disc_scheduler.load_state_dict(state["disc_scheduler"])
-    if run.accelerator.scaler is not None and state.get("scaler"):
-        run.accelerator.scaler.load_state_dict(state["scaler"])
-    run.accelerator.step = int(state["accelerator_step"])
-    run.state.load_state_dict(state)
+    restore_counters(run, state)
     if run.ema is not None:
         if "ema.safetensors" not in files:
             raise ValueError(f"{ckpt}: no ema.safetensors (saved without --gan.ema); resume with the setting it "

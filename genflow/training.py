@@ -338,6 +338,14 @@ def check_shared_filesystem(accelerator: Accelerator, out: Path) -> None:
     accelerator.wait_for_everyone()
 
 
+def restore_counters(run, state: dict) -> None:
+    """The grad scaler, Accelerate's micro-step count and the run counters from ``genflow_state.json``."""
+    if run.accelerator.scaler is not None and state.get("scaler"):
+        run.accelerator.scaler.load_state_dict(state["scaler"])
+    run.accelerator.step = int(state["accelerator_step"])
+    run.state.load_state_dict(state)
+
+
 def resume(run: Run, ckpt: Path) -> None:
     """Load a verified checkpoint (``checkpoint.find_checkpoint``) into the run.
 
@@ -361,10 +369,7 @@ def resume(run: Run, ckpt: Path) -> None:
         unwrapped.load_state_dict({**own, **model_sd}, strict=True)  # LoRA: the frozen base as loaded by --init
         run.optimizer.load_state_dict(optim_sd)
     run.scheduler.load_state_dict(state["scheduler"])
-    if run.accelerator.scaler is not None and state.get("scaler"):
-        run.accelerator.scaler.load_state_dict(state["scaler"])
-    run.accelerator.step = int(state["accelerator_step"])
-    run.state.load_state_dict(state)
+    restore_counters(run, state)
     if run.ema_file not in files:
         raise ValueError(f"{ckpt}: no {run.ema_file}; resume with the process count and sharding it was saved with")
     run.ema.load(ckpt / run.ema_file)
