@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from genflow.flow import TimestepSampler, interpolate
+from genflow.flow import Source, TimestepSampler, interpolate
 from genflow.meanflow import _condition_kwargs, adaptive_mse, draw_levels
 
 
@@ -71,7 +71,8 @@ def ctm_loss(model: Callable, teacher: Callable, x: Tensor, *, mask: Tensor | No
              text_dropout: float = 0.0, aligned_dropout: float = 0.0, timesteps: TimestepSampler | None = None,
              ratio: float = 0.5, grid_fraction: float = 0.5, guidance_scale: float = 1.0, span: float = 0.25,
              teacher_steps: int = 2, adaptive_p: float = 1.0, adaptive_c: float = 1e-3,
-             target_model: Callable | None = None, generator: torch.Generator | None = None) -> Tensor:
+             target_model: Callable | None = None, source: Source | None = None,
+             generator: torch.Generator | None = None) -> Tensor:
     """CTM distillation loss of the student ``model`` from the frozen ``teacher`` on data x (B,T,C).
 
     Draws as ``meanflow.draw_levels`` (t from the data path of x, jumps with probability ``ratio``).
@@ -83,6 +84,7 @@ def ctm_loss(model: Callable, teacher: Callable, x: Tensor, *, mask: Tensor | No
     t, r, eps, drop_text, drop_aligned = draw_levels(
         x, ratio=ratio, grid_fraction=grid_fraction, text_dropout=text_dropout, aligned_dropout=aligned_dropout,
         timesteps=timesteps, generator=generator)
+    eps = (source or Source()).start(eps, aligned)
     z = interpolate(x, eps, t)
     if mask is not None:
         z = z * mask[..., None].to(z.dtype)

@@ -14,6 +14,11 @@ The model receives sigma itself, shape (B,); the DiT multiplies it by 1000 for i
 The model is any callable ``model(x (B,T,C), sigma (B,), *, mask, text, text_mask, aligned, drop_text,
 drop_aligned) -> v (B,T,C)``; rows whose ``drop_*`` flag is True use the model's null condition. Nothing in
 this file knows the network, so tests run on closed-form velocity fields.
+
+The flow's source (what sits at sigma = 1) is N(0, I) unless a ``Source`` says otherwise: ``Source("aligned",
+std)`` starts from the time-aligned condition plus ``std`` noise, ``eps = aligned + std * n`` (a data-to-data
+flow, as in bridge and flow-matching speech enhancement): the model then learns the way from a noisy
+recording's latents to the clean ones, and an untrained velocity returns its input instead of noise.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import torch
 from torch import Tensor
 
 SIGMA_KINDS = ("logit_normal", "uniform")
+SOURCES = ("noise", "aligned")
 SCHEDULES = ("linear", "shifted", "sway")
 SOLVERS = ("euler", "heun", "midpoint")
 # dt/du of the sway schedule is 1 + c * (1 - pi/2 * sin(pi/2 * u)): it stays >= 0 for c in this range.
@@ -96,6 +102,31 @@ class TimestepSampler:
                              generator=generator, device=device)
 
 
+@dataclass(frozen=True)
+class Source:
+    """The flow's source at sigma = 1: "noise" (N(0, I)) or "aligned" (the aligned condition + ``std`` noise)."""
+
+    kind: str = "noise"
+    std: float = 1.0  # of the noise added to the aligned latents (unused by "noise": N(0, I) itself)
+
+    def __post_init__(self):
+        if self.kind not in SOURCES:
+            raise ValueError(f"source kind {self.kind!r} is unknown; expected one of {SOURCES}")
+        if not self.std > 0:
+            raise ValueError(f"source std must be > 0, got {self.std}")
+
+    def start(self, noise: Tensor, aligned: Tensor | None) -> Tensor:
+        """The source sample for unit Gaussian ``noise`` (B,T,C): ``noise``, or ``aligned + std * noise``."""
+        if self.kind == "noise":
+            return noise
+        if aligned is None or aligned.shape != noise.shape:
+            given = None if aligned is None else tuple(aligned.shape)
+            raise ValueError(f"this flow starts from the aligned condition: it needs aligned latents of the "
+                             f"target's shape {tuple(noise.shape)}, got {given} (a model trained with source "
+                             "'aligned' enhances its input; it cannot generate from text alone)")
+        return aligned.to(noise.dtype) + self.std * noise
+
+
 # --------------------------------------------------------------------------- path, target, loss
 
 def _per_example(sigma: Tensor | float, x: Tensor) -> Tensor:
@@ -124,19 +155,20 @@ def _bernoulli(p: float, batch: int, generator, device) -> Tensor:
 def flow_loss(model: Callable, x: Tensor, *, mask: Tensor | None = None, text: Tensor | None = None,
               text_mask: Tensor | None = None, aligned: Tensor | None = None, text_dropout: float = 0.0,
               aligned_dropout: float = 0.0, timesteps: TimestepSampler | None = None,
-              generator: torch.Generator | None = None) -> Tensor:
+              source: Source | None = None, generator: torch.Generator | None = None) -> Tensor:
     """Masked flow-matching MSE of ``model`` on data x (B,T,C): ``sum(err^2 * mask) / (mask.sum() * C)``.
 
     mask (B,T) bool, True = valid frame. Padded frames of x_sigma are zeroed (as they are while sampling)
     and never reach the loss. Text and aligned conditions are dropped per example with independent
     Bernoulli rates; the flags go to the model as ``drop_text`` / ``drop_aligned`` (None when the
-    condition is absent). Draws, in order: sigma, eps, drop_text, drop_aligned, all from ``generator``.
+    condition is absent); ``source`` (default N(0, I)) is what eps is. Draws, in order: sigma, eps,
+    drop_text, drop_aligned, all from ``generator``.
     """
     if x.dim() != 3:
         raise ValueError(f"flow_loss expects latents (B, T, C), got shape {tuple(x.shape)}")
     B, T, C = x.shape
     sigma = (timesteps or TimestepSampler())(B, generator=generator, device=x.device)  # (B,) fp32
-    eps = _draw(torch.randn, x.shape, generator, x.device).to(x.dtype)
+    eps = (source or Source()).start(_draw(torch.randn, x.shape, generator, x.device).to(x.dtype), aligned)
     drop_text = _bernoulli(text_dropout, B, generator, x.device)
     drop_aligned = _bernoulli(aligned_dropout, B, generator, x.device)
 

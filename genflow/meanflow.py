@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from genflow.flow import TimestepSampler, _bernoulli, _draw, _Velocity, interpolate, velocity_target
+from genflow.flow import Source, TimestepSampler, _bernoulli, _draw, _Velocity, interpolate, velocity_target
 
 #: sampling grids the few-step objectives also train on: the steps of 1-, 2- and 4-step linear schedules
 GRID_STEPS = (1, 2, 4)
@@ -125,19 +125,21 @@ def meanflow_loss(model: Callable, x: Tensor, *, mask: Tensor | None = None, tex
                   text_mask: Tensor | None = None, aligned: Tensor | None = None, text_dropout: float = 0.0,
                   aligned_dropout: float = 0.0, timesteps: TimestepSampler | None = None, ratio: float = 0.25,
                   grid_fraction: float = 0.0, guidance_scale: float = 1.0, adaptive_p: float = 1.0,
-                  adaptive_c: float = 1e-3, jvp_model: Callable | None = None,
+                  adaptive_c: float = 1e-3, jvp_model: Callable | None = None, source: Source | None = None,
                   generator: torch.Generator | None = None) -> Tensor:
     """The MeanFlow loss of ``model`` on data x (B,T,C); ``ratio=0, adaptive_p=0`` is ``flow_loss``.
 
     Draws as ``draw_levels``. The target uses a JVP on the rows with r < t only (at r = t it is the
     velocity itself), through ``jvp_model`` (default ``model``; pass the unwrapped module when ``model``
-    is wrapped by DDP). ``guidance_scale`` w != 1 folds classifier-free guidance into the target.
+    is wrapped by DDP). ``guidance_scale`` w != 1 folds classifier-free guidance into the target. ``source``
+    as in ``flow_loss``.
     """
     if x.dim() != 3:
         raise ValueError(f"meanflow_loss expects latents (B, T, C), got shape {tuple(x.shape)}")
     t, r, eps, drop_text, drop_aligned = draw_levels(
         x, ratio=ratio, grid_fraction=grid_fraction, text_dropout=text_dropout, aligned_dropout=aligned_dropout,
         timesteps=timesteps, generator=generator)
+    eps = (source or Source()).start(eps, aligned)
     m = mask[..., None].to(x.dtype) if mask is not None else None  # (B, T, 1)
     z = interpolate(x, eps, t)
     v = velocity_target(x, eps)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from genflow.flow import TimestepSampler, flow_loss
+from genflow.flow import Source, TimestepSampler, flow_loss
 
 logger = logging.getLogger("genflow.objectives")
 
@@ -49,13 +49,13 @@ def check_objective(name: str, init: str | None = None) -> None:
 
 
 def objective_loss(name: str, model: Callable, inputs: dict, *, fewstep: FewStepConfig, text_dropout: float,
-                   aligned_dropout: float, timesteps: TimestepSampler, plain_model: Callable | None = None,
-                   teacher: Callable | None = None) -> torch.Tensor:
+                   aligned_dropout: float, timesteps: TimestepSampler, source: Source | None = None,
+                   plain_model: Callable | None = None, teacher: Callable | None = None) -> torch.Tensor:
     """The loss of objective ``name`` on one batch of DiT inputs (``conditioner(batch)``'s dict).
 
     ``plain_model``: the unwrapped module, for the no-gradient passes (JVP, the student's own jumps).
     """
-    common = dict(text_dropout=text_dropout, aligned_dropout=aligned_dropout, timesteps=timesteps)
+    common = dict(text_dropout=text_dropout, aligned_dropout=aligned_dropout, timesteps=timesteps, source=source)
     if name == "flow":
         return flow_loss(model, **inputs, **common)
     few = dict(ratio=fewstep.ratio, grid_fraction=fewstep.grid_fraction,

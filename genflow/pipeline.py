@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from genflow.audio import resample
 from genflow.conditioning import Conditioner, build_conditioner
-from genflow.flow import make_noise, sample
+from genflow.config import from_dict
+from genflow.flow import Source, make_noise, sample
 from genflow.meanflow import sample_average
 from genflow.sampling import SamplingSettings
 
@@ -49,7 +50,7 @@ class Generator:
     def __init__(self, model: torch.nn.Module, conditioner: Conditioner, settings: SamplingSettings | None = None,
                  *, dtype: torch.dtype | None = None, codec_id: str | None = None, text_encoder_id: str | None = None,
                  trained_seconds: tuple[float, float] | None = None, inference_mode: bool = True,
-                 prediction: str = "velocity"):
+                 prediction: str = "velocity", source: Source | None = None):
         self.model, self.conditioner = model, conditioner
         # False: plain no_grad (training previews: FSDP2 cannot unshard parameters inside inference_mode)
         self.inference_mode = inference_mode
@@ -59,6 +60,7 @@ class Generator:
         if prediction not in SAMPLERS:
             raise ValueError(f"prediction={prediction!r}: expected one of {', '.join(SAMPLERS)}")
         self.prediction, self._sampler = prediction, SAMPLERS[prediction]
+        self.source = source or Source()  # where the flow starts: N(0, I), or the input's latents + noise
         self.dtype = None if dtype == torch.float32 else dtype  # autocast dtype (e.g. torch.bfloat16); None = fp32
         # What the release named them (for sidecars / reports); None when built by hand.
         self.codec_id, self.text_encoder_id = codec_id, text_encoder_id
@@ -141,6 +143,9 @@ class Generator:
         batches = range(0, len(prompts), batch_size)
         for start in tqdm(batches, desc="generate", disable=not progress or len(batches) == 1):
             chunk = prompts[start : start + batch_size]
+            if self.source.kind != "noise":
+                raise ValueError(f"this model's flow starts from an aligned input ({self.source.kind!r}): it enhances "
+                                 "audio (enhance / enhance.py) and cannot generate from text alone")
             text, text_mask = self.conditioner.encode_text(chunk, self.device)
             frames = self._frames(cfg, text, text_mask)
             noise = torch.nn.utils.rnn.pad_sequence(
@@ -189,6 +194,7 @@ class Generator:
             audio = torch.stack([padded[s : s + windows.width] for s in group]).to(self.device)
             cond, _ = self.conditioner.encode_audio(audio)
             noise = torch.stack([noise_all[s // hop : s // hop + cond.shape[1]] for s in group]).to(self.device)
+            noise = self.source.start(noise, cond)
             clean = self.codec.decode(self._sample(noise, cfg, aligned=cond)).float().cpu()
             if self.sample_rate != rate:
                 clean = resample(clean, self.sample_rate, rate)
@@ -246,8 +252,14 @@ def load(path_or_hub_id: str, device: str | torch.device | None = None, dtype: t
     model, meta, folder = load_release(path_or_hub_id, revision=revision, device=device, dtype=weights)
     conditioner = build_conditioner(meta["codec"], meta.get("text_encoder"), device=device, root=folder,
                                     prompt_template=meta.get("prompt_template", "{}"))
-    settings = SamplingSettings.from_dict(meta.get("sampling") or {})
+    return Generator(model.eval(), conditioner, dtype=dtype, codec_id=meta["codec"],
+                     text_encoder_id=meta.get("text_encoder"), **release_options(meta))
+
+
+def release_options(meta: dict) -> dict:
+    """How a release says to sample (its checked ``pipeline.json`` dict) -> ``Generator`` keyword arguments."""
     trained = meta.get("trained_seconds")
-    return Generator(model.eval(), conditioner, settings, dtype=dtype, codec_id=meta["codec"],
-                     text_encoder_id=meta.get("text_encoder"), trained_seconds=tuple(trained) if trained else None,
-                     prediction=meta.get("prediction", "velocity"))
+    return {"settings": SamplingSettings.from_dict(meta.get("sampling") or {}),
+            "trained_seconds": tuple(trained) if trained else None,
+            "prediction": meta.get("prediction", "velocity"),
+            "source": from_dict(Source, meta.get("source") or {}, "pipeline.json 'source'")}

@@ -4,8 +4,9 @@
       config.json        the model's config (``model_type`` says which class loads it)
       model.safetensors  EMA weights, unwrapped, fp32
       pipeline.json      {"format", "codec", "text_encoder", "prompt_template", "sampling", "trained_seconds",
-                         "prediction"}: how to sample with it ("prediction": "velocity" | "average_velocity";
-                         absent = "velocity")
+                         "prediction", "source"}: how to sample with it ("prediction": "velocity" |
+                         "average_velocity", absent = "velocity"; "source": where the flow starts,
+                         {"kind": "noise" | "aligned", "std"}, absent = N(0, I))
 
 Training state (Accelerate folders, optimizer etc.) never goes here: a release is only for inference.
 ``load_release`` resolves a folder or hub id once and dispatches on ``config.json``'s ``model_type``;
@@ -23,14 +24,15 @@ import torch
 from torch import nn
 
 from genflow import hub
-from genflow.config import check_known
+from genflow.config import check_known, from_dict
+from genflow.flow import Source
 from genflow.model import MODEL_TYPE, DiT
 from genflow.sampling import SamplingSettings
 
 FORMAT = "genflow-release-1"
 #: trained_seconds (optional): [shortest, longest] training clip in seconds, for warnings beyond them
 PIPELINE_KEYS = ("format", "codec", "text_encoder", "prompt_template", "sampling", "trained_seconds",
-                 "prediction")
+                 "prediction", "source")
 #: what a release's model predicts: the flow velocity, or the average velocity of a few-step model (absent: velocity)
 PREDICTIONS = ("velocity", "average_velocity")
 #: what a release download fetches besides config.json
@@ -64,6 +66,7 @@ def read_pipeline_dict(meta: dict, where: str) -> dict:
         raise ValueError(f"{where}: prediction {meta['prediction']!r}, expected one of {list(PREDICTIONS)} "
                          "(or no key: velocity)")
     SamplingSettings.from_dict(meta.get("sampling") or {}, where=f"{where} 'sampling'")
+    from_dict(Source, meta.get("source") or {}, f"{where} 'source'")
     trained = meta.get("trained_seconds")
     if trained is not None and not (isinstance(trained, list) and len(trained) == 2
                                     and all(isinstance(t, (int, float)) and t > 0 for t in trained)):

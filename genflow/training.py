@@ -42,10 +42,9 @@ from genflow import checkpoint, hub, lora
 from genflow.conditioning import Conditioner
 from genflow.data import SkipBatches
 from genflow.ema import EMA
-from genflow.flow import TimestepSampler
+from genflow.flow import Source, TimestepSampler
 from genflow.objectives import FewStepConfig, objective_loss
 from genflow.release import save_release
-from genflow.sampling import SamplingSettings
 
 logger = logging.getLogger("genflow.training")
 
@@ -80,6 +79,7 @@ class TrainConfig:
     aligned_dropout: float = 0.2  # same for the time-aligned condition
     objective: str = "flow"  # "flow" | "meanflow" | "ctm" (genflow.objectives; ctm needs --init, the teacher)
     fewstep: FewStepConfig = field(default_factory=FewStepConfig)  # settings of meanflow / ctm
+    source: Source = field(default_factory=Source)  # the flow's source: N(0, I), or the aligned condition + noise
     log_every: int = 10
     save_every: int = 500
     save_total_limit: int = 3
@@ -487,8 +487,8 @@ def train_step(run: Run, batch: dict, text_dropout: float, aligned_dropout: floa
         with frozen_autocast(run):
             inputs = run.conditioner(batch, run.device)
         loss = objective_loss(cfg.objective, run.model, inputs, fewstep=cfg.fewstep, text_dropout=text_dropout,
-                              aligned_dropout=aligned_dropout, timesteps=run.sigma_sampler, teacher=run.teacher,
-                              plain_model=accelerator.unwrap_model(run.model))
+                              aligned_dropout=aligned_dropout, timesteps=run.sigma_sampler, source=cfg.source,
+                              teacher=run.teacher, plain_model=accelerator.unwrap_model(run.model))
         accelerator.backward(loss)
         if not accelerator.sync_gradients:
             return loss.detach(), None
@@ -591,16 +591,16 @@ def save_checkpoint(run: Run, tag: str | None = None) -> None:
         logger.info("checkpoint of step %d took %.1f s", state.step, time.perf_counter() - started)
 
 
-def make_preview(run: Run, preview: Callable, settings: SamplingSettings, prediction: str = "velocity") -> None:
-    """Sample ``preview(generator)`` with the EMA weights; write WAVs, spectrograms and TensorBoard entries."""
-    from genflow.pipeline import Generator
+def make_preview(run: Run, preview: Callable, release: dict) -> None:
+    """Sample ``preview(generator)`` with the EMA weights (sampled as ``release`` says); write WAVs, spectrograms
+    and TensorBoard entries."""
+    from genflow.pipeline import Generator, release_options
 
     unwrapped = run.accelerator.unwrap_model(run.model)
     with run.ema.applied():
         unwrapped.eval()
         # no_grad, not inference_mode: FSDP2 cannot unshard its parameters inside inference_mode
-        clips = preview(Generator(unwrapped, run.conditioner, settings, inference_mode=False,
-                                   prediction=prediction))
+        clips = preview(Generator(unwrapped, run.conditioner, inference_mode=False, **release_options(release)))
         unwrapped.train()
     if run.accelerator.is_main_process:
         write_preview(run.out / "samples" / f"step-{run.state.step:07d}", clips, run.conditioner.codec.sample_rate,
@@ -691,8 +691,6 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_samp
         resume(run, ckpt)
     elif resume_from:
         logger.info("--resume latest: no checkpoint in %s, starting from scratch", run.out / "checkpoints")
-    settings = SamplingSettings.from_dict(release.get("sampling") or {})
-    prediction = release.get("prediction", "velocity")
     previews = preview is not None and cfg.sample_every > 0
     progress = tqdm(total=cfg.max_steps, initial=run.state.step, disable=not run.accelerator.is_main_process,
                     desc="train", dynamic_ncols=True)
@@ -710,7 +708,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_samp
             if run.state.step % cfg.log_every == 0 or run.state.step == cfg.max_steps:
                 meter.log(run, grad_norm, dataset, progress)
             if previews and run.state.step % cfg.sample_every == 0:
-                make_preview(run, preview, settings, prediction)
+                make_preview(run, preview, release)
             stopped = _agree(run, stop["asked"])
             if stopped:
                 save_checkpoint(run, "interrupted")
@@ -718,7 +716,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_samp
                 save_checkpoint(run)
     progress.close()
     wrap_up(run, stopped, lambda tag: save_checkpoint(run, tag),
-            (lambda: make_preview(run, preview, settings, prediction)) if previews else None)
+            (lambda: make_preview(run, preview, release)) if previews else None)
     bad_files = run.state.bad_files_total + getattr(dataset, "num_bad", 0)
     if bad_files and run.accelerator.is_main_process:
         logger.warning("%d unreadable clips were skipped during training", bad_files)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from genflow.flow import (
+    Source,
     TimestepSampler,
     flow_loss,
     interpolate,
@@ -115,6 +116,42 @@ def test_loss_of_the_exact_field_is_zero_and_a_constant_error_costs_its_square()
 
     loss = flow_loss(off, x, timesteps=sampler, generator=torch.Generator().manual_seed(1))
     assert float(loss) == pytest.approx(0.09, rel=1e-3)
+
+
+def test_aligned_source_puts_the_aligned_condition_plus_std_noise_at_sigma_one():
+    g = torch.Generator().manual_seed(0)
+    x, aligned = torch.randn(64, 20, 4, generator=g), 3.0 + torch.randn(64, 20, 4, generator=g)
+    seen = {}
+
+    def model(xs, sigma, **kw):
+        seen.update(xs=xs, sigma=sigma, aligned=kw["aligned"])
+        return (xs - x) / sigma[:, None, None]  # the exact velocity of the data point x, whatever the source
+
+    loss = flow_loss(model, x, aligned=aligned, source=Source("aligned", 0.25), aligned_dropout=0.5,
+                     timesteps=TimestepSampler(mean=0.5), generator=torch.Generator().manual_seed(1))
+    assert float(loss) < 1e-9
+    s = seen["sigma"][:, None, None]
+    start = (seen["xs"] - (1 - s) * x) / s  # the source sample of every row
+    n = (start - aligned) / 0.25
+    assert abs(float(n.mean())) < 0.02 and abs(float(n.std()) - 1) < 0.02  # aligned + 0.25 * N(0, 1)
+    assert torch.equal(seen["aligned"], aligned)  # the condition itself still goes to the model (and drops)
+    # the default source is N(0, I) with the same draws: a run without the setting is unchanged
+    plain, explicit = (flow_loss(point_field(x), x, aligned=aligned, source=src,
+                                 generator=torch.Generator().manual_seed(1)) for src in (None, Source()))
+    assert torch.equal(plain, explicit)
+
+
+def test_source_rejects_bad_settings_and_missing_aligned_latents():
+    with pytest.raises(ValueError, match="unknown"):
+        Source("condition")
+    with pytest.raises(ValueError, match="std must be > 0"):
+        Source("aligned", 0.0)
+    noise = torch.zeros(2, 5, 3)
+    with pytest.raises(ValueError, match=r"needs aligned latents of the target's shape \(2, 5, 3\), got None"):
+        Source("aligned", 0.5).start(noise, None)
+    with pytest.raises(ValueError, match=r"got \(2, 5, 4\)"):
+        Source("aligned", 0.5).start(noise, torch.zeros(2, 5, 4))
+    assert torch.equal(Source("aligned", 0.5).start(noise + 1, torch.full_like(noise, 2.0)), torch.full_like(noise, 2.5))
 
 
 def test_masked_loss_ignores_padded_frames_and_matches_a_manual_computation():

@@ -16,6 +16,7 @@ from genflow.cli.sample import main as sample_main
 from genflow.cli.sample import plan_outputs, read_prompts_file
 from genflow.codecs.base import Codec
 from genflow.conditioning import Conditioner
+from genflow.flow import Source
 from genflow.pipeline import Generator
 from genflow.plots import log_mel_db
 from genflow.sampling import SamplingSettings
@@ -192,3 +193,28 @@ def test_chunked_equals_one_shot_for_a_frame_local_model():
     assert torch.allclose(chunked, whole, atol=1e-5), (chunked - whole).abs().max()
     # The stand-in model maps each frame to itself at sigma=0 plus a frame-local term: output != input.
     assert (whole - wav).abs().max() > 1e-2
+
+
+class StillModel(torch.nn.Module):
+    """A velocity of zero everywhere: sampling returns its starting point."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, sigma, **_):
+        return x * self.p
+
+
+def test_aligned_source_starts_enhancement_from_the_input_and_refuses_text_generation():
+    wav = torch.randn(16000 + 320, generator=torch.Generator().manual_seed(7))
+    settings = SamplingSettings(guidance_scale=1.0, steps=3, chunk_s=0.5, overlap_s=0.1)
+    near = Generator(StillModel(), Conditioner(FrameCodec()), settings, source=Source("aligned", 1e-3))
+    out = near.enhance(wav, 16000)
+    assert out.shape == wav.shape
+    # An untrained (zero) velocity gives the input back, up to the source's own noise (std 1e-3 per sample).
+    assert (out - wav).abs().max() < 6e-3 and (out - wav).std() > 5e-4
+    far = Generator(StillModel(), Conditioner(FrameCodec()), settings).enhance(wav, 16000)
+    assert (far - wav).std() > 1.0  # the default N(0, I) source: noise, nothing of the input
+    with pytest.raises(ValueError, match="cannot generate from text alone"):
+        near.generate(["a dog"], duration_s=1.0)
