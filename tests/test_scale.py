@@ -243,7 +243,7 @@ def shards(tmp_path) -> tuple[Path, list[dict]]:
     manifest = tmp_path / "rows.jsonl"
     write_manifest(rows, manifest, ("audio",))
     paths = write_shards(manifest, str(tmp_path / "shards" / "train-%03d.tar"), per_shard=2)
-    assert [p.name for p in paths] == ["train-000.tar", "train-001.tar", "train-002.tar"]
+    assert [Path(p).name for p in paths] == ["train-000.tar", "train-001.tar", "train-002.tar"]
     return tmp_path / "shards" / "train-{000..002}.tar", rows
 
 
