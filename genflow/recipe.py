@@ -35,6 +35,8 @@ from genflow.data import (
     resolve_cache_dir,
     validate_spread,
 )
+from genflow.data.cache import codec_signature
+from genflow.data.latent_shards import LatentShardStream
 from genflow.data.stream import ShardStream, expand_shards, is_stream
 from genflow.data.stream_pairs import SpeechPairStream
 from genflow.lora import LoraSettings, add_lora
@@ -63,7 +65,8 @@ class DataConfig:
     noise: str = ""  # noise manifest {"audio"} mixed on the fly (speech enhancement without pairs)
     snr_min: float = -5.0
     snr_max: float = 20.0
-    cache: str = "auto"  # latent cache folder; "auto" = RUN/latents, "" = encode on the fly every step
+    cache: str = "auto"  # latent cache folder; "auto" = RUN/latents, "" = encode on the fly every step; or tar shards
+    # of a cache ('latents/train-{000..015}.tar', genflow.data.latent_shards): streamed, data.train is not read
     cache_fp16: bool = True
     text_cache: str = "auto"  # text-encoder states on disk, one file per caption: "auto" = RUN/text_states,
     # "" = in memory only (an LRU of 4096 captions)
@@ -238,12 +241,19 @@ def latent_cache(cfg: RunConfig, rows: list[dict], codec, keys: tuple[str, ...])
 
 
 def shard_dataset(cfg: RunConfig, codec, keys: tuple[str, ...], **kw) -> ShardStream | None:
-    """The run's tar shards, streamed: audio (``--data.train SHARDS``, decoded in the workers, encoded on the
-    GPU), or None (a manifest: map-style data)."""
+    """The run's tar shards, streamed: cached latents (``--data.cache SHARDS``, ``data.train`` not read), audio
+    (``--data.train SHARDS``, decoded in the workers, encoded on the GPU), or None (a manifest: map-style data)."""
     state = process_state()
     common = dict(sample_rate=codec.sample_rate, hop_length=codec.hop_length, max_frames=max_frames(cfg, codec),
                   batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=state.process_index,
                   world=state.num_processes)
+    if is_stream(cfg.data.cache):
+        if cfg.data.noise:
+            raise ValueError(f"--data.cache {cfg.data.cache} (latent shards) with --data.noise: on-the-fly mixing "
+                             "needs audio; drop --data.noise, or stream audio shards with --data.train")
+        logger.info("streaming cached latents from %s (data.train is not read)", cfg.data.cache)
+        return LatentShardStream(expand_shards(cfg.data.cache), keys=keys, codec=codec_signature(codec),
+                                 caption_key=kw.get("caption_key"), **common)
     if not is_stream(cfg.data.train):
         return None
     if keys == ("audio",):
