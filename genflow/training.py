@@ -260,7 +260,7 @@ def build(cfg: TrainConfig, model: torch.nn.Module, conditioner: Conditioner, ru
     """Accelerator, optimizer, LR schedule, EMA; the frozen conditioner is moved, never prepared."""
     out = Path(cfg.out)
     accelerator = make_accelerator(cfg, run_config)
-    conditioner.to(accelerator.device)
+    conditioner.place(accelerator.device)  # with cached latents the codec's encoder stays off the GPU
     _reduce_in_fp32(accelerator)
     if cfg.compile_blocks:
         compile_blocks(model, cfg.compile_blocks)

@@ -30,6 +30,9 @@ class Latents(nn.Module):
     def forward(self, batch: dict, device: torch.device) -> dict:
         return {"x": batch["x"].to(device), "mask": None, "text": None, "text_mask": None, "aligned": None}
 
+    def place(self, device: torch.device) -> Latents:
+        return self.to(device)
+
 
 def tiny_run(tmp_path: Path, model: dict | None = None, **train) -> training.Run:
     cfg = training.TrainConfig(out=str(tmp_path / "run"), log_with="none", warmup_steps=0, **train)
