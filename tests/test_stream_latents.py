@@ -102,3 +102,36 @@ def test_tta_recipe_trains_on_latent_shards_and_resumes(latents, tmp_path):
     module.main(fast + ["--max-steps", "3", "--resume", "latest"])
     assert (tmp_path / "run" / "release" / "model.safetensors").exists()
     assert not (tmp_path / "run" / "latents").exists()  # nothing encoded: no cache folder built
+
+
+def test_latent_shards_go_through_pipes(latents, tmp_path):
+    """pipe:CMD writes into CMD's stdin and reads its stdout (how shards reach s3 & co. without webdataset)."""
+    cache, manifest, _ = latents
+    (tmp_path / "lat").mkdir()
+    write_latent_shards(cache, manifest, f"pipe:cat > {tmp_path}/lat/l-%02d.tar", per_shard=2)
+    by_pipe = next(iter(_stream(f"pipe:cat {tmp_path}/lat/l-{{00..02}}.tar", shuffle=False)))
+    write_latent_shards(cache, manifest, str(tmp_path / "direct" / "l-%02d.tar"), per_shard=2)
+    direct = next(iter(_stream(str(tmp_path / "direct" / "l-{00..02}.tar"), shuffle=False)))
+    assert by_pipe["id"] == direct["id"] and torch.equal(by_pipe["audio"], direct["audio"])
+    with pytest.raises(OSError, match="exited with status"):
+        write_latent_shards(cache, manifest, f"pipe:cat > {tmp_path}/no/such/dir/l-%02d.tar", per_shard=2)
+
+
+def test_speech_pair_latents_stream_as_the_pair_cache_reads(tmp_path):
+    from genflow.data import SpeechPairDataset
+
+    rows = read_manifest(ROOT / "data" / "demo" / "se" / "test.jsonl", ("clean", "noisy"))[:4]
+    manifest = tmp_path / "pairs.jsonl"
+    write_manifest(rows, manifest, ("clean", "noisy"))
+    codec = load_codec("mel")
+    build_latent_cache(rows, codec, tmp_path / "cache", keys=("clean", "noisy"), num_workers=1)
+    write_latent_shards(tmp_path / "cache", manifest, str(tmp_path / "lat" / "p-%02d.tar"), per_shard=2)
+    stream = LatentShardStream(expand_shards(str(tmp_path / "lat" / "p-{00..01}.tar")), keys=("clean", "noisy"),
+                               codec=codec_signature(codec), sample_rate=16000, hop_length=codec.hop_length,
+                               max_frames=40, batch_size=2, shuffle=False)
+    first = next(iter(stream))
+    dataset = SpeechPairDataset(rows, cache=LatentCache(tmp_path / "cache", codec=codec), codec_sample_rate=16000,
+                                hop_length=codec.hop_length, max_frames=40)
+    expected = collate(sorted([dataset[0], dataset[1]], key=lambda it: -it["clean"].shape[0]))
+    assert first["id"] == expected["id"] and "caption" not in first
+    assert torch.equal(first["clean"], expected["clean"]) and torch.equal(first["noisy"], expected["noisy"])

@@ -7,7 +7,8 @@ A shard is a plain tar in the WebDataset layout: the files of one sample share a
 first dot): ``000000042.flac`` (the audio, any soundfile format) + ``000000042.json`` (the manifest row
 without its audio path, e.g. the caption, and its row number ``__index__``). ``--data.train`` takes a
 brace pattern (``train-{000000..000127}.tar``), a comma-separated list, local paths or any URL that
-``webdataset.gopen`` opens (``pip install webdataset``: http(s), ``pipe:``, ``s3://`` through a pipe...).
+``webdataset.gopen`` opens (``pip install webdataset``: http(s), ``s3://``...); ``pipe:CMD`` (the shard is
+CMD's output, e.g. ``pipe:aws s3 cp s3://bucket/train-000000.tar -``) needs nothing more.
 Speech pairs (``{"clean", "noisy"}`` manifests) are written as ``000000042.clean.flac`` +
 ``000000042.noisy.flac`` + the JSON (``genflow.data.stream_pairs`` reads them); a latent cache as
 ``000000042.latents.safetensors`` + the JSON (``genflow.data.latent_shards``).
@@ -27,6 +28,7 @@ import io
 import json
 import os
 import re
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,8 +67,11 @@ def expand_shards(spec: str) -> list[str]:
 
 
 def _open(url: str):
-    """A binary stream of a local path (or ``file://``) or, through ``webdataset.gopen``, of any URL."""
-    if "://" not in url and not url.startswith("pipe:"):
+    """A binary stream of a local path (or ``file://``), a ``pipe:CMD`` (CMD's stdout) or, through
+    ``webdataset.gopen``, of any other URL."""
+    if url.startswith("pipe:"):
+        return _Pipe(url[len("pipe:") :], "rb")
+    if "://" not in url:
         if not os.path.isfile(url):
             raise FileNotFoundError(f"shard {url!r} does not exist; expected a tar file (write shards with "
                                     "`python -m genflow.data.stream write MANIFEST OUT-%06d.tar`)")
@@ -76,8 +81,45 @@ def _open(url: str):
     try:
         from webdataset import gopen
     except ImportError:
-        raise ImportError(f"shard {url!r} is a URL: reading it needs webdataset (pip install webdataset)") from None
+        raise ImportError(f"shard {url!r} is a URL: reading it needs webdataset (pip install webdataset), or "
+                          "give it as pipe:CMD (e.g. 'pipe:curl -s URL')") from None
     return gopen(url, "rb")
+
+
+class _Pipe:
+    """``pipe:CMD`` as a binary file: CMD's stdout to read ("rb") or its stdin to write ("wb"), as webdataset's.
+
+    Closing waits for CMD: a failed command raises ``OSError`` naming it (a reader that stopped first ends CMD).
+    """
+
+    def __init__(self, cmd: str, mode: str):
+        reading = mode == "rb"
+        self.cmd, self.reading = cmd, reading
+        self.proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE if reading else None,
+                                     stdin=None if reading else subprocess.PIPE)
+        self.stream = self.proc.stdout if reading else self.proc.stdin
+
+    def read(self, n: int = -1) -> bytes:
+        return self.stream.read(n)
+
+    def write(self, data: bytes) -> int:
+        return self.stream.write(data)
+
+    def close(self) -> None:
+        self.stream.close()
+        if self.reading and self.proc.poll() is None:  # the reader stopped before CMD did: end it
+            self.proc.terminate()
+            self.proc.wait()
+            return
+        code = self.proc.wait()
+        if code:
+            raise OSError(f"pipe:{self.cmd} exited with status {code}; run the command by hand to see why")
+
+    def __enter__(self) -> _Pipe:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def read_samples(url: str, skip: int = 0) -> Iterator[tuple[int, dict]]:
@@ -228,9 +270,13 @@ def write_tars(pattern: str, count: int, per_shard: int, sample, header: list[tu
 
 @contextmanager
 def open_write(url: str) -> Iterator:
-    """A binary stream writing ``url``: a local path (or ``file://``) atomically (temp name, then rename), any
-    other URL through ``webdataset.gopen`` (``pipe:aws s3 cp - s3://bucket/x.tar``)."""
-    if "://" in url and not url.startswith("file://") or url.startswith("pipe:"):
+    """A binary stream writing ``url``: a local path (or ``file://``) atomically (temp name, then rename), the stdin
+    of a ``pipe:CMD`` (``pipe:aws s3 cp - s3://bucket/x.tar``), any other URL through ``webdataset.gopen``."""
+    if url.startswith("pipe:"):
+        with _Pipe(url[len("pipe:") :], "wb") as stream:
+            yield stream
+        return
+    if "://" in url and not url.startswith("file://"):
         try:
             from webdataset import gopen
         except ImportError:
