@@ -496,6 +496,8 @@ def train_step(run: Run, batch: dict, text_dropout: float, aligned_dropout: floa
         if not accelerator.sync_gradients:
             return loss.detach(), None
         grad_norm = accelerator.clip_grad_norm_(run.model.parameters(), cfg.max_grad_norm)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor norm -> the plain tensor the masks below need
+            grad_norm = grad_norm.full_tensor()
         # A non-finite step is skipped on the device (no host sync): no parameter, optimizer-state or EMA
         # change; the LR schedule follows the step count. The skips are read at log steps (check_skips).
         finite = torch.isfinite(grad_norm)
