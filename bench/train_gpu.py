@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from genflow.data import LengthBucketSampler, collate  # noqa: E402
 from genflow.flow import flow_loss  # noqa: E402
 from genflow.model import DiT, preset_config  # noqa: E402
-from genflow.training import TrainConfig, batches, build, frozen_autocast  # noqa: E402
+from genflow.training import TrainConfig, batches, build, frozen_autocast, optimizer_step  # noqa: E402
 
 # Dense (no sparsity) peak TFLOP/s in bf16 by device-name substring, most specific first; fp32 runs use TF32.
 PEAKS = [
@@ -120,10 +120,10 @@ def timed_step(run, data, times: dict) -> dict:
     run.accelerator.backward(loss)
     sync()
     t4 = time.perf_counter()
-    run.accelerator.clip_grad_norm_(run.model.parameters(), run.cfg.max_grad_norm)
-    run.optimizer.step()
+    finite = torch.isfinite(run.accelerator.clip_grad_norm_(run.model.parameters(), run.cfg.max_grad_norm))
+    optimizer_step(run, finite)  # the loop's step: a non-finite one is skipped on the device
     run.scheduler.step()
-    run.ema.update()
+    run.ema.update(finite)
     run.optimizer.zero_grad(set_to_none=True)
     sync()
     t5 = time.perf_counter()

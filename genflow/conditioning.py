@@ -47,10 +47,26 @@ class Conditioner(nn.Module):
         """The same frozen models, reading training batches through ``keys``."""
         return Conditioner(self.codec, self.text_encoder, keys, self.prompt_template)
 
+    def place(self, device: torch.device | str) -> Conditioner:
+        """Move the frozen models to ``device``, except the codec's encoder when every batch holds cached latents.
+
+        Then nothing encodes during training: the encoder's weights stay on the CPU (the rare preview encodes,
+        e.g. the noisy inputs of speech-enhancement previews, run there) and the decoder stays on ``device``.
+        """
+        self.to(device)
+        if self.keys is not None and self.keys.cached:
+            self.codec.encoder_to("cpu")
+        return self
+
     @torch.no_grad()
     def encode_audio(self, audio: torch.Tensor, lengths: list[int] | None = None):
-        """(B, N) zero-padded waveforms of ``lengths`` samples -> latents (B, T, C) fp32, frame mask (B, T)."""
-        return encode_padded(self.codec, audio, lengths if lengths is not None else [audio.shape[-1]] * len(audio))
+        """(B, N) zero-padded waveforms of ``lengths`` samples -> latents (B, T, C) fp32, frame mask (B, T).
+
+        Encoded where the codec's encoder is (``place``), returned on ``audio``'s device.
+        """
+        lengths = lengths if lengths is not None else [audio.shape[-1]] * len(audio)
+        latent, mask = encode_padded(self.codec, audio.to(self.codec.encoder_device), lengths)
+        return latent.to(audio.device), mask.to(audio.device)
 
     def format_prompt(self, prompt: str) -> str:
         """``prompt`` in the template; a prompt already written in it (e.g. with extra tags) is kept as it is."""

@@ -25,7 +25,18 @@ class EMA:
         self.shadow = [p.detach().float().clone() for p in self.params]
         self.decay = decay
         self.warmup = warmup
-        self.num_updates = 0
+        # updates so far, fp64 on the shadows' device: a skipped step is decided there, without a host sync
+        device = _local(self.shadow[0]).device if self.shadow else torch.device("cpu")
+        self._count = torch.zeros((), dtype=torch.float64, device=device)
+
+    @property
+    def num_updates(self) -> int:
+        """Updates applied so far (reading it is a host sync: at checkpoints)."""
+        return int(self._count.item())
+
+    @num_updates.setter
+    def num_updates(self, n: int) -> None:
+        self._count.fill_(n)
 
     def current_decay(self) -> float:
         """Decay of the next update; with warm-up, (1 + n) / (10 + n) caps it early in training."""
@@ -34,12 +45,21 @@ class EMA:
         return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
 
     @torch.no_grad()
-    def update(self) -> None:
-        """shadow <- decay * shadow + (1 - decay) * param, for all parameters at once."""
-        weight = 1.0 - self.current_decay()
-        self.num_updates += 1
-        current = [p.detach().float() for p in self.params]
-        torch._foreach_lerp_(self.shadow, current, weight)
+    def update(self, apply: torch.Tensor | None = None) -> None:
+        """shadow <- decay * shadow + (1 - decay) * param, for all parameters at once.
+
+        ``apply``: a 0-d bool tensor; False leaves the shadows and the update count as they were (a skipped
+        non-finite step), decided on the device.
+        """
+        n = self._count
+        decay = torch.clamp((1 + n) / (10 + n), max=self.decay) if self.warmup else torch.full_like(n, self.decay)
+        weight = (1 - decay).float()  # fp64 maths, an fp32 weight: what a Python float weight becomes in the kernel
+        if apply is not None:
+            weight = weight * apply.to(weight.device)
+        n.add_(1 if apply is None else apply.to(n.device, torch.float64))
+        # local shards (FSDP2 DTensors): shadows and parameters are sharded alike
+        torch._foreach_lerp_([_local(s) for s in self.shadow], [_local(p.detach()).float() for p in self.params],
+                             weight)
 
     @contextmanager
     @torch.no_grad()

@@ -35,7 +35,10 @@ from genflow.data import (
     resolve_cache_dir,
     validate_spread,
 )
+from genflow.data.cache import codec_signature
+from genflow.data.latent_shards import LatentShardStream
 from genflow.data.stream import ShardStream, expand_shards, is_stream
+from genflow.data.stream_pairs import SpeechPairStream
 from genflow.lora import LoraSettings, add_lora
 from genflow.model import DiT, DiTConfig
 from genflow.objectives import (
@@ -58,11 +61,12 @@ class DataConfig:
     """Where the clips are and how they are cut."""
 
     train: str = ""  # JSONL manifest (paths relative to it), or WebDataset tar shards ('shards/train-{000..127}.tar',
-    # local or any URL webdataset opens; captioned recipes): streamed, see genflow.data.stream
+    # local or any URL webdataset opens): streamed, see genflow.data.stream
     noise: str = ""  # noise manifest {"audio"} mixed on the fly (speech enhancement without pairs)
     snr_min: float = -5.0
     snr_max: float = 20.0
-    cache: str = "auto"  # latent cache folder; "auto" = RUN/latents, "" = encode on the fly every step
+    cache: str = "auto"  # latent cache folder; "auto" = RUN/latents, "" = encode on the fly every step; or tar shards
+    # of a cache ('latents/train-{000..015}.tar', genflow.data.latent_shards): streamed, data.train is not read
     cache_fp16: bool = True
     text_cache: str = "auto"  # text-encoder states on disk, one file per caption: "auto" = RUN/text_states,
     # "" = in memory only (an LRU of 4096 captions)
@@ -106,9 +110,9 @@ def load_rows(manifest: str, audio_keys: tuple[str, ...], data: DataConfig, *, o
     """
     if not manifest:
         raise ValueError(f"no manifest given for {audio_keys}: pass --data.train PATH.jsonl")
-    if is_stream(manifest) and audio_keys != ("audio",):
-        raise ValueError(f"--data.train {manifest}: tar shards are streamed for captioned clips (tta, ttm) only; "
-                         f"rows with {list(audio_keys)} need a JSONL manifest")
+    if is_stream(manifest):
+        raise ValueError(f"{manifest}: tar shards are streamed as --data.train of the tta, ttm and se recipes; "
+                         f"rows with {list(audio_keys)} read here need a JSONL manifest")
     bad: list[dict] = []
     try:
         rows = read_manifest(manifest, audio_keys, bad=None if data.strict else bad)
@@ -236,6 +240,27 @@ def latent_cache(cfg: RunConfig, rows: list[dict], codec, keys: tuple[str, ...])
     return LatentCache(folder, codec=codec)
 
 
+def shard_dataset(cfg: RunConfig, codec, keys: tuple[str, ...], **kw) -> ShardStream | None:
+    """The run's tar shards, streamed: cached latents (``--data.cache SHARDS``, ``data.train`` not read), audio
+    (``--data.train SHARDS``, decoded in the workers, encoded on the GPU), or None (a manifest: map-style data)."""
+    state = process_state()
+    common = dict(sample_rate=codec.sample_rate, hop_length=codec.hop_length, max_frames=max_frames(cfg, codec),
+                  batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=state.process_index,
+                  world=state.num_processes)
+    if is_stream(cfg.data.cache):
+        if cfg.data.noise:
+            raise ValueError(f"--data.cache {cfg.data.cache} (latent shards) with --data.noise: on-the-fly mixing "
+                             "needs audio; drop --data.noise, or stream audio shards with --data.train")
+        logger.info("streaming cached latents from %s (data.train is not read)", cfg.data.cache)
+        return LatentShardStream(expand_shards(cfg.data.cache), keys=keys, codec=codec_signature(codec),
+                                 caption_key=kw.get("caption_key"), **common)
+    if not is_stream(cfg.data.train):
+        return None
+    if keys == ("audio",):
+        return ShardStream(expand_shards(cfg.data.train), **kw, **common)
+    return SpeechPairStream(expand_shards(cfg.data.train), **kw, **common)
+
+
 def run_training(cfg: RunConfig, conditioner: Conditioner, model: torch.nn.Module, dataset, keys: BatchKeys, *,
                  preview: Callable | None, resume: str | None) -> Path:
     """Build the batch sampler, then run ``genflow.training.train`` on ``model`` (and a distillation teacher)."""
@@ -267,15 +292,12 @@ def train_captioned(cfg: RunConfig, resume: str | None = None) -> Path:
 
     cfg, conditioner, model = setup(cfg, aligned=False)
     codec = conditioner.codec
-    if is_stream(cfg.data.train):  # tar shards: streamed, decoded in the workers, encoded on the GPU
-        state, cache = process_state(), None
-        dataset = ShardStream(expand_shards(cfg.data.train), sample_rate=codec.sample_rate,
-                              hop_length=codec.hop_length, max_frames=max_frames(cfg, codec),
-                              batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=state.process_index,
-                              world=state.num_processes)
-    else:
+    dataset = shard_dataset(cfg, codec, ("audio",), caption_key="caption")
+    cached = is_stream(cfg.data.cache)
+    if dataset is None:
         rows = load_rows(cfg.data.train, ("audio",), cfg.data, out=cfg.train.out, text_key="caption")
         cache = latent_cache(cfg, rows, codec, ("audio",))
+        cached = cache is not None
         dataset = TextAudioDataset(rows, cache=cache, codec_sample_rate=codec.sample_rate,
                                    hop_length=codec.hop_length, max_frames=max_frames(cfg, codec), seed=cfg.train.seed)
     prompts = list(cfg.preview)
@@ -283,7 +305,7 @@ def train_captioned(cfg: RunConfig, resume: str | None = None) -> Path:
     def preview(generator) -> dict:
         return dict(zip(prompts, generator.generate(prompts, seed=0)))
 
-    keys = BatchKeys(target="audio", text="caption", cached=cache is not None)
+    keys = BatchKeys(target="audio", text="caption", cached=cached)
     return run_training(cfg, conditioner, model, dataset, keys, preview=preview if prompts else None, resume=resume)
 
 

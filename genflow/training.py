@@ -216,8 +216,10 @@ class Run:
     sigma_sampler: TimestepSampler
     ema_file: str
     state: RunState = field(default_factory=RunState)
-    bad_streak: int = 0
+    bad_streak: int = 0  # non-finite steps in a row, as last read by check_skips
     teacher: torch.nn.Module | None = None  # frozen, for distillation objectives; moved, never prepared
+    # on the device: [skipped since the last check_skips, in a row now, most in a row since the last check]
+    skips: torch.Tensor = field(default_factory=lambda: torch.zeros(3, dtype=torch.long))
 
     @property
     def device(self) -> torch.device:
@@ -260,13 +262,13 @@ def build(cfg: TrainConfig, model: torch.nn.Module, conditioner: Conditioner, ru
     """Accelerator, optimizer, LR schedule, EMA; the frozen conditioner is moved, never prepared."""
     out = Path(cfg.out)
     accelerator = make_accelerator(cfg, run_config)
-    conditioner.to(accelerator.device)
+    conditioner.place(accelerator.device)  # with cached latents the codec's encoder stays off the GPU
     _reduce_in_fp32(accelerator)
     if cfg.compile_blocks:
         compile_blocks(model, cfg.compile_blocks)
-    # Fused AdamW (one kernel for all parameters) where the device has it; the model is moved first so
-    # the optimizer sees its parameters where they will live.
-    fused = accelerator.device.type == "cuda" and accelerator.distributed_type != DistributedType.FSDP
+    # Fused AdamW (one kernel for all parameters; it skips a non-finite step on the device) where the device
+    # has it; the model is moved first so the optimizer sees its parameters where they will live.
+    fused = accelerator.device.type in ("cuda", "cpu") and accelerator.distributed_type != DistributedType.FSDP
     if fused:
         model.to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
@@ -279,7 +281,8 @@ def build(cfg: TrainConfig, model: torch.nn.Module, conditioner: Conditioner, ru
     run = Run(cfg, out, accelerator, model, optimizer, scheduler, EMA(model.parameters(), decay=cfg.ema_decay),
               conditioner, TimestepSampler(kind=cfg.timesteps, mean=cfg.timestep_mean, std=cfg.timestep_std,
                                            shift=cfg.timestep_shift),
-              f"ema-rank{accelerator.process_index}.safetensors" if sharded else "ema.safetensors")
+              f"ema-rank{accelerator.process_index}.safetensors" if sharded else "ema.safetensors",
+              skips=torch.zeros(3, dtype=torch.long, device=accelerator.device))
     return run
 
 
@@ -493,24 +496,54 @@ def train_step(run: Run, batch: dict, text_dropout: float, aligned_dropout: floa
         if not accelerator.sync_gradients:
             return loss.detach(), None
         grad_norm = accelerator.clip_grad_norm_(run.model.parameters(), cfg.max_grad_norm)
-        # One host sync per optimizer step (as AMP's GradScaler does) to skip a non-finite update.
-        if torch.isfinite(grad_norm).item():
-            run.optimizer.step()
-            run.scheduler.step()
-            run.ema.update()
-            run.bad_streak = 0
-        else:
-            if accelerator.scaler is not None:  # fp16: the scaler must still see this step (it lowers its scale)
-                accelerator.scaler.update()
-            run.bad_streak += 1
-            run.state.bad_steps_total += 1
-            logger.warning("non-finite loss/gradient at step %d: update skipped (%d in a row)",
-                           run.state.step, run.bad_streak)
-            if run.bad_streak >= cfg.max_bad_steps:
-                raise RuntimeError(f"{run.bad_streak} non-finite steps in a row at step {run.state.step}: "
-                                   "lower the learning rate, enable gradient clipping or check the data")
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor norm -> the plain tensor the masks below need
+            grad_norm = grad_norm.full_tensor()
+        # A non-finite step is skipped on the device (no host sync): no parameter, optimizer-state or EMA
+        # change; the LR schedule follows the step count. The skips are read at log steps (check_skips).
+        finite = torch.isfinite(grad_norm)
+        optimizer_step(run, finite)
+        run.scheduler.step()
+        run.ema.update(finite)
+        bad = (~finite).long()
+        streak = (run.skips[1] + 1) * bad  # non-finite steps in a row, ending at this one
+        run.skips = torch.stack([run.skips[0] + bad, streak, torch.maximum(run.skips[2], streak)])
         run.optimizer.zero_grad(set_to_none=True)
     return loss.detach(), grad_norm
+
+
+def optimizer_step(run: Run, finite: torch.Tensor) -> None:
+    """Step the optimizer unless ``finite`` (0-d bool, on the device) is False, decided on the device.
+
+    fp16: the grad scaler skips on what its unscale found (and lowers its scale). Fused AdamW (CUDA and CPU)
+    takes ``found_inf`` as the grad scaler hands it over; another optimizer (FSDP's foreach AdamW) costs one
+    host sync.
+    """
+    inner = run.optimizer.optimizer
+    if run.accelerator.scaler is not None:
+        run.optimizer.step()
+    elif getattr(inner, "_step_supports_amp_scaling", False):
+        inner.found_inf = (~finite).float()
+        try:
+            run.optimizer.step()
+        finally:
+            del inner.found_inf
+    elif finite.item():
+        run.optimizer.step()
+
+
+def check_skips(run: Run) -> None:
+    """Read the skipped-step counters off the device (one host sync, at log steps and checkpoints): count them
+    in the run state, warn, and stop after ``max_bad_steps`` non-finite steps in a row."""
+    skipped, streak, worst = run.skips.tolist()
+    run.skips = torch.tensor([0, streak, streak], device=run.skips.device)
+    run.state.bad_steps_total += skipped
+    run.bad_streak = streak
+    if skipped:
+        logger.warning("non-finite loss/gradient in %d step(s) up to step %d: update skipped (%d in a row now)",
+                       skipped, run.state.step, streak)
+    if worst >= run.cfg.max_bad_steps:
+        raise RuntimeError(f"{worst} non-finite steps in a row before step {run.state.step}: lower the learning "
+                           "rate, enable gradient clipping or check the data")
 
 
 class Meter:
@@ -573,6 +606,7 @@ def save_checkpoint(run: Run, tag: str | None = None) -> None:
     so a folder without one is incomplete. Rotation keeps the newest ``save_total_limit`` verified ones.
     """
     accelerator, state, started = run.accelerator, run.state, time.perf_counter()
+    check_skips(run)  # the checkpoint's skip count is up to date
     with checkpoint.staged(accelerator, run.out / "checkpoints", state.step, run.cfg.save_total_limit, tag) as tmp:
         model_sd, optim_sd = _state_dicts(run)  # every process takes part in the FSDP gather
         if accelerator.is_main_process:
@@ -706,6 +740,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_samp
             run.state.step += 1
             progress.update(1)
             if run.state.step % cfg.log_every == 0 or run.state.step == cfg.max_steps:
+                check_skips(run)
                 meter.log(run, grad_norm, dataset, progress)
             if previews and run.state.step % cfg.sample_every == 0:
                 make_preview(run, preview, release)

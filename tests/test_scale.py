@@ -30,6 +30,9 @@ class Latents(nn.Module):
     def forward(self, batch: dict, device: torch.device) -> dict:
         return {"x": batch["x"].to(device), "mask": None, "text": None, "text_mask": None, "aligned": None}
 
+    def place(self, device: torch.device) -> Latents:
+        return self.to(device)
+
 
 def tiny_run(tmp_path: Path, model: dict | None = None, **train) -> training.Run:
     cfg = training.TrainConfig(out=str(tmp_path / "run"), log_with="none", warmup_steps=0, **train)
@@ -50,14 +53,60 @@ def test_fp16_skipped_step_still_updates_the_grad_scaler(tmp_path, monkeypatch):
     real = training.objective_loss
     monkeypatch.setattr(training, "objective_loss", lambda *a, **k: real(*a, **k) * float("nan"))
     batch = {"x": torch.randn(2, 6, 8)}
+    before = [p.detach().clone() for p in run.model.parameters()]
     _, norm = training.train_step(run, batch, 0.0, 0.0)
+    training.check_skips(run)  # what the loop does at log steps
     assert not torch.isfinite(norm) and run.state.bad_steps_total == 1
     assert scaler.get_scale() == 2.0**9  # the scaler saw the overflow
+    assert all(torch.equal(a, p) for a, p in zip(before, run.model.parameters()))  # and skipped the update
     monkeypatch.setattr(training, "objective_loss", real)
-    before = [p.detach().clone() for p in run.model.parameters()]
     _, norm = training.train_step(run, batch, 0.0, 0.0)  # raised RuntimeError before the fix
+    training.check_skips(run)
     assert torch.isfinite(norm) and run.bad_streak == 0
     assert any(not torch.equal(a, p) for a, p in zip(before, run.model.parameters()))
+
+
+class NoHostSync:
+    """Fails a test on any read of a tensor's value by the host (``item``, ``tolist``, ``bool``, ``int``, ``float``)."""
+
+    def __init__(self, monkeypatch):
+        def refuse(*_):
+            raise AssertionError("host sync")
+
+        for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
+            monkeypatch.setattr(torch.Tensor, name, refuse)
+
+
+def test_non_finite_step_is_skipped_without_a_host_sync(tmp_path, monkeypatch):
+    """No parameter, AdamW-state or EMA change, counted at the next check; no host read of the grad norm."""
+    run = tiny_run(tmp_path, max_bad_steps=2)
+    batch = {"x": torch.randn(2, 6, 8)}
+    training.train_step(run, batch, 0.0, 0.0)  # a good step: AdamW state exists
+    params = [p.detach().clone() for p in run.model.parameters()]
+    moments = [t.clone() for s in run.optimizer.optimizer.state.values() for t in s.values()]
+    shadows, updates = [s.clone() for s in run.ema.shadow], run.ema.num_updates
+    real = training.objective_loss
+    monkeypatch.setattr(training, "objective_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    with monkeypatch.context() as m:
+        NoHostSync(m)
+        _, norm = training.train_step(run, batch, 0.0, 0.0)
+    assert all(torch.equal(a, p) for a, p in zip(params, run.model.parameters()))
+    assert all(torch.equal(a, t) for a, t in zip(moments, (t for s in run.optimizer.optimizer.state.values()
+                                                             for t in s.values())))
+    assert all(torch.equal(a, s) for a, s in zip(shadows, run.ema.shadow)) and run.ema.num_updates == updates
+    training.check_skips(run)
+    assert run.state.bad_steps_total == 1 and run.bad_streak == 1
+    training.train_step(run, batch, 0.0, 0.0)  # a second one in a row: max_bad_steps=2 reached
+    with pytest.raises(RuntimeError, match="2 non-finite steps in a row"):
+        training.check_skips(run)
+
+
+def test_a_good_step_reads_nothing_on_the_host(tmp_path, monkeypatch):
+    run = tiny_run(tmp_path)
+    with monkeypatch.context() as m:
+        NoHostSync(m)
+        training.train_step(run, {"x": torch.randn(2, 6, 8)}, 0.0, 0.0)
+    assert run.ema.num_updates == 1 and run.state.bad_steps_total == 0
 
 
 def test_compiled_blocks_train_and_keep_their_weight_names(tmp_path):
@@ -243,7 +292,7 @@ def shards(tmp_path) -> tuple[Path, list[dict]]:
     manifest = tmp_path / "rows.jsonl"
     write_manifest(rows, manifest, ("audio",))
     paths = write_shards(manifest, str(tmp_path / "shards" / "train-%03d.tar"), per_shard=2)
-    assert [p.name for p in paths] == ["train-000.tar", "train-001.tar", "train-002.tar"]
+    assert [Path(p).name for p in paths] == ["train-000.tar", "train-001.tar", "train-002.tar"]
     return tmp_path / "shards" / "train-{000..002}.tar", rows
 
 

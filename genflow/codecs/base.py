@@ -6,7 +6,8 @@ A codec maps mono waveforms at ``sample_rate`` to latent sequences at ``frame_ra
     decode(latent: (B, T, latent_dim))                    -> audio  (B, N')
 
 Training, sampling and enhancement only use this contract, so a new codec (a VAE, say) plugs in
-without touching them. Codecs are frozen ``nn.Module``s: move them with ``.to(device)``.
+without touching them. Codecs are frozen ``nn.Module``s: move them with ``.to(device)``; ``encoder_to`` moves
+the encoder apart (training from cached latents keeps it off the GPU).
 """
 
 from __future__ import annotations
@@ -27,10 +28,30 @@ class Codec(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        """Where the codec's weights live (the CPU for a weight-free codec)."""
+        """Where the codec's decoding weights live (the CPU for a weight-free codec); see ``encoder_device``."""
+        encoder = {id(t) for part in self.encoder_parts() for t in (*part.parameters(), *part.buffers())}
         for t in (*self.parameters(), *self.buffers()):
-            return t.device
-        return torch.device("cpu")
+            if id(t) not in encoder:
+                return t.device
+        return self.encoder_device if encoder else torch.device("cpu")
+
+    @property
+    def encoder_device(self) -> torch.device:
+        """Where ``encode`` runs: the device of the encoder's own weights (``encoder_to``), else ``device``."""
+        for part in self.encoder_parts():
+            for t in (*part.parameters(), *part.buffers()):
+                return t.device
+        return self.device
+
+    def encoder_parts(self) -> tuple[nn.Module, ...]:
+        """Submodules only ``encode`` uses (none in a weight-free codec): what ``encoder_to`` moves."""
+        return ()
+
+    def encoder_to(self, device: torch.device | str) -> Codec:
+        """Move the encoder's weights alone (e.g. to the CPU while training reads cached latents); decode stays."""
+        for part in self.encoder_parts():
+            part.to(device)
+        return self
 
     @property
     def output_sample_rate(self) -> int:

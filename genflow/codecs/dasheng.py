@@ -449,6 +449,10 @@ class DashengTokenizer(Codec):
         self.encoder.model.eval()
         return self
 
+    def encoder_parts(self) -> tuple[nn.Module, ...]:
+        """The ViT, its front end and the acoustic injection: decoding needs none of them."""
+        return (self.encoder,)
+
     def frozen_prefixes(self, train_injection: bool) -> tuple[str, ...]:
         """State-dict prefixes codec training never updates: the ViT (and the injection unless trained)."""
         fixed = ("encoder.model.", "encoder.front_end.")

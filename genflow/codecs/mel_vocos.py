@@ -96,6 +96,10 @@ class MelVocosCodec(Codec):
         """Decoded samples per latent frame."""
         return self.config.istft_hop * self.config.upsample
 
+    def encoder_parts(self) -> tuple[nn.Module, ...]:
+        """The weight-free mel front end (its STFT window and filterbank buffers)."""
+        return (self.mel,)
+
     def num_frames(self, num_samples: int) -> int:
         return self.mel.num_frames(num_samples)
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from genflow import hub
 from genflow.codecs.base import Codec
@@ -125,6 +126,10 @@ class OobleckVAECodec(Codec):
                              "genflow.codecs.latent_stats")
         self.register_buffer("latent_mean", mean)  # (C,) saved: the cache signature sees them
         self.register_buffer("latent_std", std)
+
+    def encoder_parts(self) -> tuple[nn.Module, ...]:
+        """The VAE's encoder (decoding reads the decoder and the latent statistics only)."""
+        return (self.vae.encoder,)
 
     @property
     def hop_length(self) -> int:

@@ -65,7 +65,7 @@ def encode_audio(
                          f"({wav.shape[-1] / codec.sample_rate:.4f} s); the codec needs at least "
                          f"{codec.hop_length} samples ({need:.3f} s); pad it or give a longer clip")
     with torch.no_grad():
-        return codec.encode(wav[None].to(codec.device))[0]  # (T, C)
+        return codec.encode(wav[None].to(codec.encoder_device))[0]  # (T, C)
 
 
 def decode_latent(codec: Codec, latent: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
@@ -109,6 +109,6 @@ def encode_batch(codec: Codec, waves: list[torch.Tensor], sample_rate: int | Non
     if short:
         raise ValueError(f"clips {short} are shorter than one latent frame ({codec.hop_length} samples at "
                          f"{codec.sample_rate} Hz); drop or pad them")
-    audio = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True).to(codec.device)  # (B, N_max)
+    audio = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True).to(codec.encoder_device)  # (B, N_max)
     latent, mask = encode_padded(codec, audio, lengths)
     return [latent[i, : int(m.sum())] for i, m in enumerate(mask.cpu())]

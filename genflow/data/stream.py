@@ -7,7 +7,11 @@ A shard is a plain tar in the WebDataset layout: the files of one sample share a
 first dot): ``000000042.flac`` (the audio, any soundfile format) + ``000000042.json`` (the manifest row
 without its audio path, e.g. the caption, and its row number ``__index__``). ``--data.train`` takes a
 brace pattern (``train-{000000..000127}.tar``), a comma-separated list, local paths or any URL that
-``webdataset.gopen`` opens (``pip install webdataset``: http(s), ``pipe:``, ``s3://`` through a pipe...).
+``webdataset.gopen`` opens (``pip install webdataset``: http(s), ``s3://``...); ``pipe:CMD`` (the shard is
+CMD's output, e.g. ``pipe:aws s3 cp s3://bucket/train-000000.tar -``) needs nothing more.
+Speech pairs (``{"clean", "noisy"}`` manifests) are written as ``000000042.clean.flac`` +
+``000000042.noisy.flac`` + the JSON (``genflow.data.stream_pairs`` reads them); a latent cache as
+``000000042.latents.safetensors`` + the JSON (``genflow.data.latent_shards``).
 
 Order: each epoch shuffles the shard list with (seed, epoch); rank r reads shards ``r::world`` of it and
 DataLoader worker w of that rank the shards ``w::num_workers`` of those, each worker one endless stream,
@@ -24,8 +28,10 @@ import io
 import json
 import os
 import re
+import subprocess
 import tarfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +67,11 @@ def expand_shards(spec: str) -> list[str]:
 
 
 def _open(url: str):
-    """A binary stream of a local path (or ``file://``) or, through ``webdataset.gopen``, of any URL."""
-    if "://" not in url and not url.startswith("pipe:"):
+    """A binary stream of a local path (or ``file://``), a ``pipe:CMD`` (CMD's stdout) or, through
+    ``webdataset.gopen``, of any other URL."""
+    if url.startswith("pipe:"):
+        return _Pipe(url[len("pipe:") :], "rb")
+    if "://" not in url:
         if not os.path.isfile(url):
             raise FileNotFoundError(f"shard {url!r} does not exist; expected a tar file (write shards with "
                                     "`python -m genflow.data.stream write MANIFEST OUT-%06d.tar`)")
@@ -72,8 +81,45 @@ def _open(url: str):
     try:
         from webdataset import gopen
     except ImportError:
-        raise ImportError(f"shard {url!r} is a URL: reading it needs webdataset (pip install webdataset)") from None
+        raise ImportError(f"shard {url!r} is a URL: reading it needs webdataset (pip install webdataset), or "
+                          "give it as pipe:CMD (e.g. 'pipe:curl -s URL')") from None
     return gopen(url, "rb")
+
+
+class _Pipe:
+    """``pipe:CMD`` as a binary file: CMD's stdout to read ("rb") or its stdin to write ("wb"), as webdataset's.
+
+    Closing waits for CMD: a failed command raises ``OSError`` naming it (a reader that stopped first ends CMD).
+    """
+
+    def __init__(self, cmd: str, mode: str):
+        reading = mode == "rb"
+        self.cmd, self.reading = cmd, reading
+        self.proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE if reading else None,
+                                     stdin=None if reading else subprocess.PIPE)
+        self.stream = self.proc.stdout if reading else self.proc.stdin
+
+    def read(self, n: int = -1) -> bytes:
+        return self.stream.read(n)
+
+    def write(self, data: bytes) -> int:
+        return self.stream.write(data)
+
+    def close(self) -> None:
+        self.stream.close()
+        if self.reading and self.proc.poll() is None:  # the reader stopped before CMD did: end it
+            self.proc.terminate()
+            self.proc.wait()
+            return
+        code = self.proc.wait()
+        if code:
+            raise OSError(f"pipe:{self.cmd} exited with status {code}; run the command by hand to see why")
+
+    def __enter__(self) -> _Pipe:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def read_samples(url: str, skip: int = 0) -> Iterator[tuple[int, dict]]:
@@ -111,7 +157,10 @@ def _decode(data: bytes, name: str, sample_rate: int) -> torch.Tensor:
 
 
 class ShardStream(IterableDataset):
-    """Collated batches of captioned clips ({"id", "caption", "audio" (B, N), "lengths"}) streamed from shards."""
+    """Collated batches of captioned clips ({"id", "caption", "audio" (B, N), "lengths"}) streamed from shards.
+
+    Subclasses read other samples by overriding ``_item`` (and ``target``): speech pairs, cached latents.
+    """
 
     def __init__(self, shards: list[str], *, sample_rate: int, hop_length: int, max_frames: int, batch_size: int,
                  seed: int = 0, rank: int = 0, world: int = 1, caption_key: str = "caption",
@@ -123,6 +172,7 @@ class ShardStream(IterableDataset):
         self.max_frames, self.batch_size, self.seed = max_frames, batch_size, seed
         self.rank, self.world, self.caption_key = rank, world, caption_key
         self.random_crop, self.shuffle = random_crop, shuffle
+        self.target = "audio"  # the item entry batches are sorted by (longest first)
         self.position: dict = {}  # {"streams": {stream: [epoch, shard, sample]}, "next": stream}, from the loop
 
     def stream_shards(self, epoch: int, stream: int, num_streams: int) -> list[str]:
@@ -135,7 +185,7 @@ class ShardStream(IterableDataset):
                              "workers: some worker gets none; use fewer --train.num_workers or more shards")
         return mine
 
-    def _item(self, sample: dict, epoch: int) -> dict:
+    def _item(self, sample: dict, epoch: int) -> dict | None:
         """One sample -> {"id", "caption", "audio": (N,) cropped to max_frames}, as ``TextAudioDataset`` does."""
         meta = json.loads(sample["json"]) if "json" in sample else {}
         ext = next((e for e in sample if e.rpartition(".")[2] in AUDIO_EXTENSIONS), None)
@@ -160,12 +210,14 @@ class ShardStream(IterableDataset):
             while shard < len(shards):
                 for number, sample in read_samples(shards[shard], skip):
                     try:
-                        items.append(self._item(sample, epoch))
+                        item = self._item(sample, epoch)
                     except ValueError:
-                        bad += 1
+                        item, bad = None, bad + 1
+                    if item is not None:  # None: a sample that holds no clip (a shard's header)
+                        items.append(item)
                     if len(items) == self.batch_size:
                         # longest first, as a length-bucketed batch of the manifest path is ordered
-                        items.sort(key=lambda it: -it["audio"].shape[0])
+                        items.sort(key=lambda it: -it[self.target].shape[0])
                         batch = collate(items)
                         batch["num_skipped"], batch["_stream"] = bad, [stream, epoch, shard, number + 1]
                         yield batch
@@ -175,29 +227,69 @@ class ShardStream(IterableDataset):
 
 
 def write_shards(manifest: str | os.PathLike, pattern: str, per_shard: int = 1000,
-                 audio_key: str = "audio") -> list[Path]:
-    """A JSONL manifest -> tar shards ``pattern % n`` of ``per_shard`` samples (audio bytes as they are + JSON)."""
+                 audio_keys: tuple[str, ...] | None = None) -> list[str]:
+    """A JSONL manifest -> tar shards ``pattern % n`` of ``per_shard`` samples (audio bytes as they are + JSON).
+
+    ``audio_keys`` None: ("clean", "noisy") for speech pairs, ("clean",) for clean speech, else ("audio",).
+    One "audio" file is written as ``KEY.EXT``; the files of other keys as ``KEY.NAME.EXT`` (``KEY.clean.flac``).
+    ``pattern`` is a local path or a URL ``open_write`` takes (``pipe:CMD``).
+    """
     from genflow.data.manifest import read_manifest
 
+    rows = read_manifest(manifest, audio_keys)
+    if audio_keys is None:
+        audio_keys = tuple(k for k in ("clean", "noisy") if k in rows[0]) if rows and "clean" in rows[0] else ("audio",)
+        rows = read_manifest(manifest, audio_keys)  # every row checked for those keys
+
+    def sample(index: int) -> list[tuple[str, bytes]]:
+        row, key = rows[index], f"{index:09d}"
+        files = []
+        for name in audio_keys:
+            ext = Path(row[name]).suffix.lstrip(".").lower() or "wav"
+            files.append((f"{key}.{ext}" if audio_keys == ("audio",) else f"{key}.{name}.{ext}",
+                          Path(row[name]).read_bytes()))
+        meta = {k: v for k, v in row.items() if k not in audio_keys} | {"__index__": index}
+        return files + [(f"{key}.json", json.dumps(meta, ensure_ascii=False).encode())]
+
+    return write_tars(pattern, len(rows), per_shard, sample)
+
+
+def write_tars(pattern: str, count: int, per_shard: int, sample, header: list[tuple[str, bytes]] = ()) -> list[str]:
+    """Samples ``sample(i) -> [(name, bytes)]`` for i < ``count`` -> tars ``pattern % n`` (``header`` first in each)."""
     if "%" not in pattern:
         raise ValueError(f"shard pattern {pattern!r} has no %d field; expected e.g. shards/train-%06d.tar")
-    rows = read_manifest(manifest, (audio_key,))
     written = []
-    for first in range(0, len(rows), per_shard):
-        path = Path(pattern % (first // per_shard))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with tarfile.open(tmp, "w") as tar:
-            for index in range(first, min(first + per_shard, len(rows))):
-                row = rows[index]
-                key = f"{index:09d}"
-                ext = Path(row[audio_key]).suffix.lstrip(".").lower() or "wav"
-                meta = {k: v for k, v in row.items() if k != audio_key} | {"__index__": index}
-                _add(tar, f"{key}.{ext}", Path(row[audio_key]).read_bytes())
-                _add(tar, f"{key}.json", json.dumps(meta, ensure_ascii=False).encode())
-        os.replace(tmp, path)
-        written.append(path)
+    for first in range(0, count, per_shard):
+        url = pattern % (first // per_shard)
+        with open_write(url) as stream, tarfile.open(fileobj=stream, mode="w|") as tar:
+            for name, data in [*header, *(f for i in range(first, min(first + per_shard, count)) for f in sample(i))]:
+                _add(tar, name, data)
+        written.append(url)
     return written
+
+
+@contextmanager
+def open_write(url: str) -> Iterator:
+    """A binary stream writing ``url``: a local path (or ``file://``) atomically (temp name, then rename), the stdin
+    of a ``pipe:CMD`` (``pipe:aws s3 cp - s3://bucket/x.tar``), any other URL through ``webdataset.gopen``."""
+    if url.startswith("pipe:"):
+        with _Pipe(url[len("pipe:") :], "wb") as stream:
+            yield stream
+        return
+    if "://" in url and not url.startswith("file://"):
+        try:
+            from webdataset import gopen
+        except ImportError:
+            raise ImportError(f"shard {url!r} is a URL: writing it needs webdataset (pip install webdataset)") from None
+        with gopen(url, "wb") as stream:
+            yield stream
+        return
+    path = Path(url[len("file://") :] if url.startswith("file://") else url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as stream:
+        yield stream
+    os.replace(tmp, path)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -207,7 +299,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m genflow.data.stream write MANIFEST PATTERN [--per-shard N]``."""
+    """``python -m genflow.data.stream write MANIFEST PATTERN`` / ``write-latents CACHE MANIFEST PATTERN``."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m genflow.data.stream", description="write WebDataset tar shards")
@@ -216,8 +308,18 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("manifest")
     w.add_argument("pattern", help="output path with a %%d field, e.g. shards/train-%%06d.tar")
     w.add_argument("--per-shard", type=int, default=1000, help="samples per shard")
+    c = sub.add_parser("write-latents", help="a latent cache folder + the manifest it was built from -> tar shards")
+    c.add_argument("cache")
+    c.add_argument("manifest")
+    c.add_argument("pattern", help="output path or URL with a %%d field, e.g. latents/train-%%06d.tar")
+    c.add_argument("--per-shard", type=int, default=1000, help="samples per shard")
     args = p.parse_args(argv)
-    paths = write_shards(args.manifest, args.pattern, args.per_shard)
+    if args.command == "write":
+        paths = write_shards(args.manifest, args.pattern, args.per_shard)
+    else:
+        from genflow.data.latent_shards import write_latent_shards
+
+        paths = write_latent_shards(args.cache, args.manifest, args.pattern, args.per_shard)
     print(f"wrote {len(paths)} shards: {paths[0]} ... {paths[-1]}")
 
 

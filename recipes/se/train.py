@@ -9,7 +9,8 @@ The DiT generates the clean latent sequence; the noisy recording's latents, same
 every block (no text). Manifests are JSONL ``{"clean", "noisy"}`` pairs (``recipes/se/prepare.py`` makes
 them from VoiceBank-DEMAND), or ``{"clean"}`` rows plus ``--data.noise noise.jsonl`` (``{"audio"}`` rows)
 mixed on the fly at an SNR drawn from ``[data.snr_min, data.snr_max]`` dB. Pairs can use the latent
-cache; on-the-fly mixing encodes every batch (each step hears new mixtures).
+cache; on-the-fly mixing encodes every batch (each step hears new mixtures). ``--data`` also takes tar shards
+of either (``python -m genflow.data.stream write``; streamed, see docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from genflow.cli.common import run_main
 from genflow.cli.config import parse_config
 from genflow.conditioning import BatchKeys
 from genflow.data import SpeechPairDataset
+from genflow.data.stream import is_stream
 from genflow.model import PRESETS as DIT
 from genflow.recipe import (
     ALIASES,
@@ -34,6 +36,7 @@ from genflow.recipe import (
     max_frames,
     run_training,
     setup,
+    shard_dataset,
 )
 from genflow.sampling import SamplingSettings
 from genflow.training import TrainConfig
@@ -88,20 +91,26 @@ def main(argv: list[str] | None = None) -> Path:
     cfg, conditioner, model = setup(cfg, aligned=True)
     codec = conditioner.codec
     mixing = bool(cfg.data.noise)
-    rows = load_rows(cfg.data.train, ("clean",) if mixing else ("clean", "noisy"), cfg.data, out=cfg.train.out)
     noise_rows = (load_rows(cfg.data.noise, ("audio",), replace(cfg.data, min_seconds=0.1), out=cfg.train.out)
                   if mixing else None)
-    # Pairs are fixed, so their latents can be cached; on-the-fly mixtures change every step.
-    cache = None if mixing else latent_cache(cfg, rows, codec, ("clean", "noisy"))
-    dataset = SpeechPairDataset(rows, noise_rows=noise_rows, snr_range=(cfg.data.snr_min, cfg.data.snr_max),
-                                cache=cache, codec_sample_rate=codec.sample_rate, hop_length=codec.hop_length,
-                                max_frames=max_frames(cfg, codec), seed=cfg.train.seed)
+    snr_range = (cfg.data.snr_min, cfg.data.snr_max)
+    # tar shards (audio pairs, clean audio to mix, or cached latents): streamed
+    dataset = shard_dataset(cfg, codec, ("clean", "noisy"), noise_rows=noise_rows, snr_range=snr_range)
+    cached = is_stream(cfg.data.cache)
+    if dataset is None:
+        rows = load_rows(cfg.data.train, ("clean",) if mixing else ("clean", "noisy"), cfg.data, out=cfg.train.out)
+        # Pairs are fixed, so their latents can be cached; on-the-fly mixtures change every step.
+        cache = None if mixing else latent_cache(cfg, rows, codec, ("clean", "noisy"))
+        cached = cache is not None
+        dataset = SpeechPairDataset(rows, noise_rows=noise_rows, snr_range=snr_range, cache=cache,
+                                    codec_sample_rate=codec.sample_rate, hop_length=codec.hop_length,
+                                    max_frames=max_frames(cfg, codec), seed=cfg.train.seed)
     noisy = {Path(p).stem: load_audio(p, codec.sample_rate) for p in cfg.preview}
 
     def preview(generator) -> dict:
         return {name: generator.enhance(wav, sr, seed=0) for name, (wav, sr) in noisy.items()}
 
-    keys = BatchKeys(target="clean", aligned="noisy", cached=cache is not None)
+    keys = BatchKeys(target="clean", aligned="noisy", cached=cached)
     return run_training(cfg, conditioner, model, dataset, keys, preview=preview if noisy else None,
                         resume=args.resume)
 
