@@ -49,6 +49,7 @@ from genflow.objectives import (
     resolve_fewstep,
     student_model,
 )
+from genflow.pipeline import release_options
 from genflow.release import load_release
 from genflow.sampling import SamplingSettings
 from genflow.training import DATA_REPORT, TrainConfig, configure_logging, process_state, train
@@ -179,8 +180,8 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
     """The frozen codec/text encoder (``build_conditioner``) and the model to train.
 
     From scratch, the model's widths come from the codec and text encoder. With ``init`` (fine-tuning) the
-    release's model, codec, text encoder, prompt template and sampling settings are used as they are. A few-step
-    objective (``--objective meanflow|ctm``) gets the model's zero-initialised interval input added.
+    release's model, codec, text encoder, prompt template, sampling settings and flow source are used as they are.
+    A few-step objective (``--objective meanflow|ctm``) gets the model's zero-initialised interval input added.
     """
     check_objective(cfg.train.objective, cfg.init)
     state = process_state(cfg.train.process_group_timeout_s)  # first: it creates the process group
@@ -191,11 +192,12 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
         model = student_model(model, cfg.train.objective)
         for dit in (m for m in model.modules() if isinstance(m, DiT)):  # a training choice, not the release's
             dit.gradient_checkpointing = cfg.model.gradient_checkpointing
-        codec, text = inside(folder, meta["codec"]), meta.get("text_encoder") or ""
+        codec, text, options = inside(folder, meta["codec"]), meta.get("text_encoder") or "", release_options(meta)
         cfg = dataclasses.replace(cfg, codec=codec, text_encoder=text and inside(folder, text),
                                   model=getattr(model, "config", cfg.model),
                                   prompt_template=meta.get("prompt_template", "{}"),
-                                  sampling=SamplingSettings.from_dict(meta.get("sampling") or {}))
+                                  sampling=options["settings"],
+                                  train=dataclasses.replace(cfg.train, source=options["source"]))
         logger.info("fine-tuning %s (codec %s, text encoder %s)", cfg.init, cfg.codec, cfg.text_encoder or None)
     with state.local_main_process_first():  # hub weights are downloaded once per node, then read by the others
         conditioner = build_conditioner(cfg.codec, cfg.text_encoder or None, device=device,

@@ -54,9 +54,14 @@ def test_ctm_distils_a_flow_release_and_the_student_samples_in_one_step(tmp_path
 
 
 def test_se_meanflow_from_a_release_enhances_in_one_step(tmp_path):
-    base = recipe("se").main(RUN + ["--out", str(tmp_path / "base"), "--max-steps", "1"])
+    source = ["--train.source.kind", "aligned", "--train.source.std", "0.1"]  # a data-to-data flow teacher
+    base = recipe("se").main(RUN + source + ["--out", str(tmp_path / "base"), "--max-steps", "1"])
     student = recipe("se").main(RUN + ["--out", str(tmp_path / "mf"), "--max-steps", "1", "--objective",
                                        "meanflow", "--init", str(base)])
+    # the student starts where its teacher does: --init brings the release's flow source with it
+    meta = json.loads((student / "pipeline.json").read_text())
+    assert meta["source"] == {"kind": "aligned", "std": 0.1} and meta["prediction"] == "average_velocity"
+    assert genflow.load(student, device="cpu").source.kind == "aligned"
     noisy = tmp_path / "in.wav"
     sf.write(noisy, torch.randn(8000).mul(0.1).numpy(), 16000)
     assert enhance_main(["--checkpoint", str(student), str(noisy), "--out", str(tmp_path / "out"), "--steps", "1"]) == 0

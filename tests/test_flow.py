@@ -151,7 +151,8 @@ def test_source_rejects_bad_settings_and_missing_aligned_latents():
         Source("aligned", 0.5).start(noise, None)
     with pytest.raises(ValueError, match=r"got \(2, 5, 4\)"):
         Source("aligned", 0.5).start(noise, torch.zeros(2, 5, 4))
-    assert torch.equal(Source("aligned", 0.5).start(noise + 1, torch.full_like(noise, 2.0)), torch.full_like(noise, 2.5))
+    start = Source("aligned", 0.5).start(noise + 1, torch.full_like(noise, 2.0))
+    assert torch.equal(start, torch.full_like(noise, 2.5))
 
 
 def test_masked_loss_ignores_padded_frames_and_matches_a_manual_computation():
