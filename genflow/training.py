@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from genflow import checkpoint, hub, lora
+from genflow.cli.config import flat_fields
 from genflow.conditioning import Conditioner
 from genflow.data import SkipBatches
 from genflow.ema import EMA
@@ -248,9 +249,8 @@ def make_accelerator(cfg: TrainConfig, run_config: dict | None) -> Accelerator:
         hub.write_json(out / "config.json", run_config)
         logger.info("resolved config:\n%s", json.dumps(run_config, indent=2))
     if log_with:
-        # TensorBoard's hparams take flat scalars: the nested few-step settings go in as "fewstep.NAME"
-        hparams = {k: v for k, v in vars(cfg).items() if k != "fewstep"}
-        hparams.update({f"fewstep.{k}": "none" if v is None else v for k, v in vars(cfg.fewstep).items()})
+        # TensorBoard's hparams take flat scalars: nested settings go in as "fewstep.NAME", "source.NAME"
+        hparams = {k: "none" if v is None else v for k, (_, v) in flat_fields(cfg).items()}
         accelerator.init_trackers("genflow", config=hparams)
         log_data_report(accelerator, out)
     if accelerator.device.type == "cuda":  # TF32 matmuls/convolutions for whatever runs in fp32
