@@ -323,12 +323,3 @@ class LatentCache:
 
     def __getitem__(self, item_id: str) -> torch.Tensor:
         return self.get(item_id)
-
-    def channel_stats(self, max_items: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and std (C,) over the cached frames (of the first key), in float64 sums."""
-        total, sq, n = 0.0, 0.0, 0
-        for item_id in self.ids[:max_items]:
-            x = self.get(item_id).double()  # (T, C)
-            total, sq, n = total + x.sum(0), sq + x.pow(2).sum(0), n + x.shape[0]
-        mean = total / n
-        return mean.float(), (sq / n - mean.pow(2)).clamp(min=0).sqrt().float()
