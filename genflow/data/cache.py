@@ -231,14 +231,13 @@ def describe_codec(sig: dict) -> str:
 
 
 def _check_meta(found: dict, wanted: dict, out_dir: Path) -> None:
-    for field in ("codec", "keys", "dtype", "shard_size"):
-        if field == "codec":
-            if not same_codec(found["codec"], wanted["codec"]):
-                raise ValueError(
-                    f"latent cache {str(out_dir)!r} was built with codec {describe_codec(found['codec'])}, but this "
-                    f"build uses {describe_codec(wanted['codec'])}; use another out_dir or delete this one to rebuild"
-                )
-        elif found.get(field) != wanted[field]:
+    if not same_codec(found["codec"], wanted["codec"]):
+        raise ValueError(
+            f"latent cache {str(out_dir)!r} was built with codec {describe_codec(found['codec'])}, but this "
+            f"build uses {describe_codec(wanted['codec'])}; use another out_dir or delete this one to rebuild"
+        )
+    for field in ("keys", "dtype", "shard_size"):
+        if found.get(field) != wanted[field]:
             raise ValueError(
                 f"latent cache {str(out_dir)!r} was built with {field}={found.get(field)}, "
                 f"but this build uses {field}={wanted[field]}; "
