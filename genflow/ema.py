@@ -38,15 +38,11 @@ class EMA:
     def num_updates(self, n: int) -> None:
         self._count.fill_(n)
 
-    def current_decay(self) -> float:
-        """Decay of the next update; with warm-up, (1 + n) / (10 + n) caps it early in training."""
-        if not self.warmup:
-            return self.decay
-        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-
     @torch.no_grad()
     def update(self, apply: torch.Tensor | None = None) -> None:
         """shadow <- decay * shadow + (1 - decay) * param, for all parameters at once.
+
+        With warm-up, (1 + n) / (10 + n) caps the decay early in training (n: updates so far).
 
         ``apply``: a 0-d bool tensor; False leaves the shadows and the update count as they were (a skipped
         non-finite step), decided on the device.

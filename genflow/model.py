@@ -458,12 +458,6 @@ def preset_config(name: str, **overrides) -> DiTConfig:
     return DiTConfig.from_dict({**dataclasses.asdict(PRESETS[name]), **overrides})
 
 
-def count_parameters(config: DiTConfig) -> int:
-    """Parameter count of a config, built on the meta device (nothing allocated)."""
-    with torch.device("meta"):
-        return sum(p.numel() for p in DiT(config).parameters())
-
-
 # -- presets ------------------------------------------------------------------------------------------------
 _BASE = DiTConfig()
 PRESETS: dict[str, DiTConfig] = {

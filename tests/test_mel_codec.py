@@ -10,6 +10,7 @@ import torch
 
 from genflow.audio import load_audio, save_audio
 from genflow.codecs import MelCodec, MelCodecConfig, decode_latent, encode_audio, encode_batch, load_codec
+from genflow.codecs.mel_vocos import MelVocosConfig
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 SPEECH = os.path.join(FIXTURES, "audio", "speech.wav")
@@ -56,6 +57,8 @@ def test_config_validation_and_overrides():
         MelCodecConfig(frame_rate=33)
     with pytest.raises(ValueError, match="did you mean 'n_mels'"):
         load_codec("mel:n_mel=80")
+    with pytest.raises(ValueError, match="mel-vocos config: unknown key 'dmi' \\(did you mean 'dim'"):
+        MelVocosConfig.from_dict({"model_type": "mel-vocos", "dmi": 64})
     with pytest.raises(ValueError, match="not a valid"):
         load_codec("mel:n_mels=eighty")
     with pytest.raises(ValueError, match="key=value"):

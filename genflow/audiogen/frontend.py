@@ -70,10 +70,6 @@ class TextFrontEnd(nn.Module):
         """T5 states (B, L, D) + mask (B, L) -> content (B, L, D) (padded positions: junk, keep the mask)."""
         return self.content_proj(self._states(text, text_mask)[0])
 
-    def projected(self, text: Tensor) -> Tensor:
-        """``content_encoder.text_encoder.proj`` alone (B, L, D)."""
-        return self.proj(text.to(self.proj.weight.dtype))
-
     def duration(self, text: Tensor, text_mask: Tensor | None = None) -> Tensor:
         """Raw global duration prediction (B,), ``log(1 + seconds)``: MLP of the mean over valid tokens."""
         h, m = self._states(text, text_mask)

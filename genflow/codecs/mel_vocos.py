@@ -12,7 +12,6 @@ mel settings, so a DiT trained on ``mel`` latents decodes through this codec unc
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from dataclasses import dataclass, field
 
@@ -22,6 +21,7 @@ from torch import nn
 from genflow.codecs.base import Codec
 from genflow.codecs.dasheng import ISTFTHead, VocosBackbone
 from genflow.codecs.mel import MelCodec, MelCodecConfig
+from genflow.config import from_dict
 
 MODEL_TYPE = "genflow-mel-vocos"
 
@@ -58,13 +58,7 @@ class MelVocosConfig:
     @classmethod
     def from_dict(cls, d: dict) -> MelVocosConfig:
         """Parse ``config.json``; ``model_type`` is ignored, unknown keys fail with the nearest valid name."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        for k in d:
-            if k != "model_type" and k not in names:
-                near = difflib.get_close_matches(k, names, n=1)
-                raise ValueError(f"unknown mel-vocos setting {k!r}.{f' Did you mean {near[0]!r}?' if near else ''} "
-                                 f"Valid settings: {names}")
-        return cls(**{k: v for k, v in d.items() if k != "model_type"})
+        return from_dict(cls, d, "mel-vocos config", ignore=("model_type",))
 
     def to_dict(self) -> dict:
         """``config.json`` content: ``model_type`` plus every field (the mel settings nested)."""

@@ -231,14 +231,13 @@ def describe_codec(sig: dict) -> str:
 
 
 def _check_meta(found: dict, wanted: dict, out_dir: Path) -> None:
-    for field in ("codec", "keys", "dtype", "shard_size"):
-        if field == "codec":
-            if not same_codec(found["codec"], wanted["codec"]):
-                raise ValueError(
-                    f"latent cache {str(out_dir)!r} was built with codec {describe_codec(found['codec'])}, but this "
-                    f"build uses {describe_codec(wanted['codec'])}; use another out_dir or delete this one to rebuild"
-                )
-        elif found.get(field) != wanted[field]:
+    if not same_codec(found["codec"], wanted["codec"]):
+        raise ValueError(
+            f"latent cache {str(out_dir)!r} was built with codec {describe_codec(found['codec'])}, but this "
+            f"build uses {describe_codec(wanted['codec'])}; use another out_dir or delete this one to rebuild"
+        )
+    for field in ("keys", "dtype", "shard_size"):
+        if found.get(field) != wanted[field]:
             raise ValueError(
                 f"latent cache {str(out_dir)!r} was built with {field}={found.get(field)}, "
                 f"but this build uses {field}={wanted[field]}; "
@@ -323,12 +322,3 @@ class LatentCache:
 
     def __getitem__(self, item_id: str) -> torch.Tensor:
         return self.get(item_id)
-
-    def channel_stats(self, max_items: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and std (C,) over the cached frames (of the first key), in float64 sums."""
-        total, sq, n = 0.0, 0.0, 0
-        for item_id in self.ids[:max_items]:
-            x = self.get(item_id).double()  # (T, C)
-            total, sq, n = total + x.sum(0), sq + x.pow(2).sum(0), n + x.shape[0]
-        mean = total / n
-        return mean.float(), (sq / n - mean.pow(2)).clamp(min=0).sqrt().float()

@@ -98,7 +98,6 @@ def write_manifest(
 ) -> None:
     """Write rows as JSONL with audio paths relative to the manifest's folder (atomic write)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     root = path.resolve().parent
     lines = []
     for row in rows:

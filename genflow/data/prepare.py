@@ -9,6 +9,7 @@ shards, dealt by seconds of audio).
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,29 @@ def find_youtube_clip(files: dict[str, str], youtube_id: str, start: str = "", *
         if name and name in files:
             return files[name]
     return files.get(f"\0{youtube_id}")  # from index_youtube_clips
+
+
+def read_clip_csv(
+    csv_path: Path, files: dict[str, str], id_column: str, start_column: str, expected: str,
+    names: Callable[[dict], tuple[str, ...]] = lambda rec: (),
+) -> tuple[list[tuple[dict, dict]], int]:
+    """(row, CSV record) of every row of a YouTube-clip CSV with an audio file, and how many have none.
+
+    A row is {"audio", "caption", "id"}; the clip is found by ``find_youtube_clip`` (``names(rec)`` first).
+    A CSV without ``id_column`` or ``caption`` raises a ``ValueError`` saying the columns ``expected``.
+    """
+    found, missing = [], 0
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {id_column, "caption"} <= set(reader.fieldnames or ()):
+            raise ValueError(f"{csv_path} has columns {reader.fieldnames}; expected {expected}")
+        for rec in reader:
+            path = find_youtube_clip(files, rec[id_column], rec.get(start_column) or "", *names(rec))
+            if path is None:
+                missing += 1
+                continue
+            found.append(({"audio": path, "caption": rec["caption"].strip(), "id": Path(path).stem}, rec))
+    return found, missing
 
 
 def add_prepare_args(p: argparse.ArgumentParser) -> None:

@@ -41,6 +41,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from genflow.data.batching import collate
 from genflow.data.datasets import _crop_start
+from genflow.hub import atomic_write
 
 AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg", "opus", "aiff")
 
@@ -284,12 +285,8 @@ def open_write(url: str) -> Iterator:
         with gopen(url, "wb") as stream:
             yield stream
         return
-    path = Path(url[len("file://") :] if url.startswith("file://") else url)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as stream:
+    with atomic_write(url[len("file://") :] if url.startswith("file://") else url) as tmp, open(tmp, "wb") as stream:
         yield stream
-    os.replace(tmp, path)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genflow import hub
 from genflow.metrics.frechet import FrechetStats, compute_stats, load_stats
 from genflow.metrics.protocols import Protocol, get_protocol
 
@@ -156,8 +156,7 @@ class LaionClapBackend(EmbeddingBackend):
 def load_backend(spec: str, device: str | torch.device | None = None) -> EmbeddingBackend:
     """Backend from ``name[:weights]`` or a local CLAP folder (see the module docstring)."""
     if Path(spec).is_dir():
-        cfg = Path(spec) / "config.json"
-        model_type = json.loads(cfg.read_text()).get("model_type") if cfg.is_file() else None
+        model_type = hub.model_type(spec)
         if model_type != "clap":
             raise ValueError(
                 f"--backend {spec!r} is a folder whose config.json has model_type {model_type!r}; expected a "

@@ -15,7 +15,6 @@ probe does not key on clip length or loudness (generated clips differ from real 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -128,19 +127,15 @@ class AudioProbe(nn.Module):
     @classmethod
     def load(cls, folder: str | os.PathLike) -> AudioProbe:
         """Read a folder written by ``save`` (strict: every weight must match)."""
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
             raise FileNotFoundError(f"{folder} is not a probe folder: expected config.json + model.safetensors "
                                     "written by AudioProbe.save")
-        meta = json.loads((folder / "config.json").read_text())
+        meta = hub.read_json(folder / "config.json")
         if meta.pop("model_type", None) != MODEL_TYPE:
             raise ValueError(f"{folder}/config.json: model_type is not {MODEL_TYPE!r}; not a probe folder")
         labels = meta.pop("labels")
-        probe = cls(labels, ProbeConfig(**meta))
-        probe.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
-        return probe.eval()
+        return hub.load_weights(cls(labels, ProbeConfig(**meta)), folder / "model.safetensors").eval()
 
 
 def _views(wav: torch.Tensor, cfg: ProbeConfig, gen: torch.Generator) -> list[torch.Tensor]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from genflow import hub
 from genflow.dsp import vggish_mel_filterbank
 
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
@@ -90,9 +91,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors file or a plain-state_dict .pth (``weights_only=True``, no pickles)."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return hub.read_weights(path)  # a damaged file: one line naming it
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling refusal means "convert first"

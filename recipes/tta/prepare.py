@@ -19,15 +19,14 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 from genflow.data import index_audio_files
 from genflow.data.prepare import (
     add_prepare_args,
-    find_youtube_clip,
     hold_out,
     index_youtube_clips,
+    read_clip_csv,
     run_prepare,
 )
 
@@ -36,26 +35,10 @@ COLUMNS = ("audiocap_id", "youtube_id", "start_time", "caption")
 
 def read_csv(csv_path: Path, files: dict[str, str]) -> tuple[list[dict], int]:
     """Manifest rows of one AudioCaps-style CSV, and how many of its rows have no audio file."""
-    rows, missing = [], 0
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not {"youtube_id", "caption"} <= set(reader.fieldnames or ()):
-            raise ValueError(f"{csv_path} has columns {reader.fieldnames}; expected {','.join(COLUMNS)}")
-        for rec in reader:
-            start = rec.get("start_time") or ""
-            path = find_youtube_clip(files, rec["youtube_id"], start, rec.get("audiocap_id") or "")
-            if path is None:
-                missing += 1
-                continue
-            rows.append(
-                {
-                    "audio": path,
-                    "caption": rec["caption"].strip(),
-                    "id": Path(path).stem,
-                    **{k: rec[k] for k in ("audiocap_id", "youtube_id", "start_time") if k in rec},
-                }
-            )
-    return rows, missing
+    found, missing = read_clip_csv(csv_path, files, "youtube_id", "start_time", ",".join(COLUMNS),
+                                   lambda rec: (rec.get("audiocap_id") or "",))
+    keep = ("audiocap_id", "youtube_id", "start_time")
+    return [row | {k: rec[k] for k in keep if k in rec} for row, rec in found], missing
 
 
 def collect(args: argparse.Namespace) -> dict[str, list[dict]]:

@@ -17,15 +17,14 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 from genflow.data import index_audio_files
 from genflow.data.prepare import (
     add_prepare_args,
-    find_youtube_clip,
     hold_out,
     index_youtube_clips,
+    read_clip_csv,
     run_prepare,
 )
 
@@ -34,25 +33,13 @@ TRUE = {"true", "1", "yes"}
 
 def read_csv(csv_path: Path, files: dict[str, str]) -> tuple[list[dict], list[dict], int]:
     """(non-eval rows, eval rows, rows without an audio file) of a MusicCaps-style CSV."""
-    train, test, missing = [], [], 0
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not {"ytid", "caption"} <= set(reader.fieldnames or ()):
-            raise ValueError(
-                f"{csv_path} has columns {reader.fieldnames}; expected MusicCaps columns including "
-                "ytid,start_s,end_s,caption (and optionally aspect_list, is_audioset_eval)"
-            )
-        for rec in reader:
-            ytid, start = rec["ytid"], rec.get("start_s") or ""
-            path = find_youtube_clip(files, ytid, start, f"[{ytid}]")
-            if path is None:
-                missing += 1
-                continue
-            row = {"audio": path, "caption": rec["caption"].strip(), "id": Path(path).stem, "ytid": ytid}
-            for k in ("start_s", "end_s", "aspect_list"):
-                if rec.get(k):
-                    row[k] = rec[k]
-            (test if (rec.get("is_audioset_eval") or "").strip().lower() in TRUE else train).append(row)
+    expected = ("MusicCaps columns including ytid,start_s,end_s,caption (and optionally aspect_list, "
+                "is_audioset_eval)")
+    found, missing = read_clip_csv(csv_path, files, "ytid", "start_s", expected, lambda rec: (f"[{rec['ytid']}]",))
+    train, test = [], []
+    for row, rec in found:
+        row |= {"ytid": rec["ytid"]} | {k: rec[k] for k in ("start_s", "end_s", "aspect_list") if rec.get(k)}
+        (test if (rec.get("is_audioset_eval") or "").strip().lower() in TRUE else train).append(row)
     return train, test, missing
 
 
