@@ -169,7 +169,8 @@ class Generator:
         Long inputs run in windows of ``chunk_s`` seconds overlapping by ``overlap_s``, ``batch_size``
         windows at a time, so memory is bounded whatever the length; the overlaps are crossfaded with
         equal-power (sine/cosine) ramps. Every window reads its starting noise from one sequence drawn
-        for the whole file, so overlapping windows start from the same noise.
+        for the whole file, so overlapping windows start from the same noise. ``phase="input"`` decodes the
+        enhanced magnitude with the noisy window's own STFT phase (magnitude codecs: the mel codec).
         """
         cfg = self.settings.replace(**settings)
         wav = torch.as_tensor(waveform, dtype=torch.float32)
@@ -195,7 +196,9 @@ class Generator:
             cond, _ = self.conditioner.encode_audio(audio)
             noise = torch.stack([noise_all[s // hop : s // hop + cond.shape[1]] for s in group]).to(self.device)
             noise = self.source.start(noise, cond)
-            clean = self.codec.decode(self._sample(noise, cfg, aligned=cond)).float().cpu()
+            latent = self._sample(noise, cfg, aligned=cond)
+            clean = (self.codec.decode_with_phase(latent, audio) if cfg.phase == "input"
+                     else self.codec.decode(latent)).float().cpu()
             if self.sample_rate != rate:
                 clean = resample(clean, self.sample_rate, rate)
             for s, piece in zip(group, clean):

@@ -21,6 +21,11 @@ import torch
 from genflow.config import from_dict
 from genflow.flow import SCHEDULES, SOLVERS, SWAY_RANGE, sigma_schedule
 
+#: where enhanced audio takes its phase: the codec's own decoder, or the noisy input's STFT (magnitude codecs)
+PHASES = ("decoder", "input")
+#: settings only enhancement reads (text-to-audio sampling has no input to window or take a phase from)
+ENHANCEMENT_ONLY = ("chunk_s", "overlap_s", "phase")
+
 #: name -> (valid?, what is expected): one rule per setting, used by the dataclass and the CLI parsers alike
 RULES = {
     "duration_s": (lambda v: v is None or v > 0, "a positive number of seconds (or None: the model predicts it)"),
@@ -33,6 +38,7 @@ RULES = {
     "sway_coef": (lambda v: SWAY_RANGE[0] <= v <= SWAY_RANGE[1], f"a value in [{SWAY_RANGE[0]}, {SWAY_RANGE[1]:.3f}]"),
     "chunk_s": (lambda v: v > 0, "a positive number of seconds"),
     "overlap_s": (lambda v: v >= 0, "a number of seconds >= 0"),
+    "phase": (lambda v: v in PHASES, f"one of {', '.join(PHASES)}"),
 }
 
 
@@ -65,6 +71,8 @@ class SamplingSettings:
     sway_coef: float = _setting(-1.0, "coefficient of the 'sway' schedule")
     chunk_s: float = _setting(10.0, "enhancement: window length in seconds for long files")
     overlap_s: float = _setting(1.0, "enhancement: crossfaded overlap between windows, seconds")
+    phase: str = _setting("decoder", "enhancement: output phase from the codec's decoder, or the noisy input's STFT "
+                                     "('input': magnitude codecs such as mel)")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -120,7 +128,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, exclude: Iterable[str] = 
     for name, f in _FIELDS.items():
         if name in exclude:
             continue
-        choices = {"solver": SOLVERS, "schedule": SCHEDULES}.get(name)
+        choices = {"solver": SOLVERS, "schedule": SCHEDULES, "phase": PHASES}.get(name)
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, choices=choices,
                            type=None if choices else _flag_type(name), help=f.metadata["help"])
 

@@ -14,6 +14,7 @@ import torch
 import genflow
 from genflow.cli.sample import main as sample_main
 from genflow.cli.sample import plan_outputs, read_prompts_file
+from genflow.codecs import load_codec
 from genflow.codecs.base import Codec
 from genflow.conditioning import Conditioner
 from genflow.flow import Source
@@ -23,6 +24,10 @@ from genflow.sampling import SamplingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "tests" / "fixtures" / "audio" / "speech.wav"
+
+
+def load_audio_fixture() -> torch.Tensor:
+    return torch.from_numpy(sf.read(SPEECH, dtype="float32")[0])
 
 
 def script(path: str):
@@ -218,3 +223,19 @@ def test_aligned_source_starts_enhancement_from_the_input_and_refuses_text_gener
     assert (far - wav).std() > 1.0  # the default N(0, I) source: noise, nothing of the input
     with pytest.raises(ValueError, match="cannot generate from text alone"):
         near.generate(["a dog"], duration_s=1.0)
+
+
+def test_enhance_with_the_input_phase():
+    """phase="input": the enhanced magnitude with the noisy window's phase (a mel codec release)."""
+    wav = load_audio_fixture()[: 16000 * 2]
+    codec = load_codec("mel:n_mels=128,frame_rate=50")
+    gen = Generator(StillModel(), Conditioner(codec), SamplingSettings(guidance_scale=1.0, steps=2, phase="input"),
+                    source=Source("aligned", 1e-4))
+    out = gen.enhance(wav, 16000)
+    assert out.shape == wav.shape
+    # a model that changes nothing gives the input back through its own mel magnitude and phase
+    assert float(torch.corrcoef(torch.stack([out, wav]))[0, 1]) > 0.9
+    griffin = gen.enhance(wav, 16000, phase="decoder")
+    assert float(torch.corrcoef(torch.stack([griffin, wav]))[0, 1]) < 0.5
+    with pytest.raises(ValueError, match="phase="):
+        SamplingSettings(phase="noisy")

@@ -24,7 +24,7 @@ from genflow.cli.common import add_release_flags, check_out_folder, int_arg, loa
 from genflow.cli.config import Parser
 from genflow.hub import write_json
 from genflow.plots import save_spectrogram_grid
-from genflow.sampling import overrides_from_args
+from genflow.sampling import ENHANCEMENT_ONLY, overrides_from_args
 
 PROMPT_KEYS = ("caption", "prompt", "text")
 
@@ -91,7 +91,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--num-seeds", type=int_arg(1), help="seeds 0..N-1 (or SEED..SEED+N-1 with one --seed)")
     p.add_argument("--out", default="samples", help="output folder (created)")
     p.add_argument("--no-grid", action="store_true", help="skip the spectrogram grid PNG")
-    add_release_flags(p, batch_size=8, exclude=("chunk_s", "overlap_s"))
+    add_release_flags(p, batch_size=8, exclude=ENHANCEMENT_ONLY)
     return p
 
 
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None, description: str | None = None) -> list[
         raise SystemExit(f"error: --checkpoint {args.checkpoint} has no text encoder (an enhancement model?); "
                          "use recipes/se/enhance.py for it")
     settings = gen.settings.replace(**overrides_from_args(args)).to_dict()
-    for name in ("chunk_s", "overlap_s"):  # enhancement-only settings
+    for name in ENHANCEMENT_ONLY:
         settings.pop(name)
     jobs = plan_outputs(prompts, seeds)
     out = Path(args.out)

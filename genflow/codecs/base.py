@@ -82,6 +82,13 @@ class Codec(nn.Module):
         """(B, T, latent_dim) latent -> (B, N') waveform at ``output_sample_rate``."""
         raise NotImplementedError
 
+    def decode_with_phase(self, latent: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B, T, latent_dim) latent -> (B, N') waveform whose phase is that of ``reference`` (B, N) at
+        ``sample_rate``, the frames aligned: enhancement's ``phase="input"``. Only codecs whose latents hold a
+        magnitude spectrum can do it (the mel codec); the others decode the waveform as a whole."""
+        raise ValueError(f"phase='input' needs a codec whose latents are a magnitude spectrum (the mel codec); "
+                         f"{type(self).__name__} decodes waveforms itself: use phase='decoder'")
+
     def freeze(self) -> Codec:
         """Eval mode, no gradients: codecs are never trained by genflow."""
         self.eval()

@@ -169,11 +169,14 @@ class MelCodec(Codec):
         mel = (torch.exp(latent.float() * c.log_std + c.log_mean) - c.eps).clamp_min(0.0)  # (B, T, n_mels)
         return (self.mel_fb_pinv.T @ mel.transpose(1, 2)).clamp_min(0.0)  # (B, F, T)
 
+    def _check_latent(self, latent: torch.Tensor) -> None:
+        if latent.dim() != 3 or latent.shape[-1] != self.latent_dim:
+            raise ValueError(f"MelCodec.decode expects latent (B, T, {self.latent_dim}), got {tuple(latent.shape)}")
+
     @torch.no_grad()
     def decode(self, latent: torch.Tensor, griffin_lim_iters: int | None = None) -> torch.Tensor:
         """(B, T, n_mels) latent -> (B, hop * T) waveform by fast Griffin-Lim (deterministic)."""
-        if latent.dim() != 3 or latent.shape[-1] != self.latent_dim:
-            raise ValueError(f"MelCodec.decode expects latent (B, T, {self.latent_dim}), got {tuple(latent.shape)}")
+        self._check_latent(latent)
         iters = self.config.griffin_lim_iters if griffin_lim_iters is None else griffin_lim_iters
         b, t, _ = latent.shape
         length = t * self.config.hop_length
@@ -192,6 +195,26 @@ class MelCodec(Codec):
             angles = angles / angles.abs().clamp_min(1e-16)
             prev = rebuilt
         audio = self._istft(mag * angles, length)  # (B, hop * T)
+        return audio.to(latent.dtype if latent.is_floating_point() else torch.float32)
+
+    @torch.no_grad()
+    def decode_with_phase(self, latent: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B, T, n_mels) latent -> (B, hop * T) waveform: the latent's magnitude with ``reference``'s STFT phase.
+
+        ``reference`` (B, N) is the audio the latents were aligned to (the noisy input of enhancement), padded or
+        cut to ``hop * T``. No Griffin-Lim iterations: they move the phase away from the input's, which is the
+        better estimate of the clean phase (measured on the SE demo, docs/quality.md).
+        """
+        self._check_latent(latent)
+        b, t, _ = latent.shape
+        length = t * self.config.hop_length
+        if reference.dim() != 2 or reference.shape[0] != b:
+            raise ValueError(f"decode_with_phase expects reference audio (B={b}, N), got {tuple(reference.shape)}")
+        ref = torch.nn.functional.pad(reference.float(), (0, max(0, length - reference.shape[1])))[:, :length]
+        spec = self._stft(ref.to(latent.device))[..., :t]
+        # unit phasors of the reference; bins where it is exactly silent take phase 0
+        angles = torch.where(spec.abs() > 1e-12, spec / spec.abs().clamp_min(1e-12), torch.ones_like(spec))
+        audio = self._istft(self.latent_to_magnitude(latent) * angles, length)
         return audio.to(latent.dtype if latent.is_floating_point() else torch.float32)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
