@@ -83,8 +83,7 @@ def ctm_loss(model: Callable, teacher: Callable, x: Tensor, *, mask: Tensor | No
         raise ValueError(f"ctm_loss expects latents (B, T, C), got shape {tuple(x.shape)}")
     t, r, eps, drop_text, drop_aligned = draw_levels(
         x, ratio=ratio, grid_fraction=grid_fraction, text_dropout=text_dropout, aligned_dropout=aligned_dropout,
-        timesteps=timesteps, generator=generator)
-    eps = (source or Source()).start(eps, aligned)
+        timesteps=timesteps, generator=generator, source=source, aligned=aligned)
     z = interpolate(x, eps, t)
     if mask is not None:
         z = z * mask[..., None].to(z.dtype)

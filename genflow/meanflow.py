@@ -36,8 +36,11 @@ GRID_STEPS = (1, 2, 4)
 # --------------------------------------------------------------------------- draws
 
 def draw_levels(x: Tensor, *, ratio: float, grid_fraction: float, text_dropout: float, aligned_dropout: float,
-                timesteps: TimestepSampler | None, generator: torch.Generator | None):
+                timesteps: TimestepSampler | None, generator: torch.Generator | None, source: Source | None = None,
+                aligned: Tensor | None = None):
     """Draws of one few-step batch: (t, r, eps, drop_text, drop_aligned), t and r (B,) with r <= t.
+
+    ``eps`` is the flow's source sample (``source.start`` of the unit noise, with ``aligned``), as in ``flow_loss``.
 
     In order: t, eps, drop_text, drop_aligned (exactly ``flow_loss``'s draws, so with ``ratio=0`` both losses
     see the same numbers), then a second level, the rows that jump (probability ``ratio``; t, r = the max and
@@ -47,7 +50,7 @@ def draw_levels(x: Tensor, *, ratio: float, grid_fraction: float, text_dropout: 
     B, device = x.shape[0], x.device
     sampler = timesteps or TimestepSampler()
     t = sampler(B, generator=generator, device=device)  # (B,) fp32
-    eps = _draw(torch.randn, x.shape, generator, device).to(x.dtype)
+    eps = (source or Source()).start(_draw(torch.randn, x.shape, generator, device).to(x.dtype), aligned)
     drop_text = _bernoulli(text_dropout, B, generator, device)
     drop_aligned = _bernoulli(aligned_dropout, B, generator, device)
     other = sampler(B, generator=generator, device=device)
@@ -138,8 +141,7 @@ def meanflow_loss(model: Callable, x: Tensor, *, mask: Tensor | None = None, tex
         raise ValueError(f"meanflow_loss expects latents (B, T, C), got shape {tuple(x.shape)}")
     t, r, eps, drop_text, drop_aligned = draw_levels(
         x, ratio=ratio, grid_fraction=grid_fraction, text_dropout=text_dropout, aligned_dropout=aligned_dropout,
-        timesteps=timesteps, generator=generator)
-    eps = (source or Source()).start(eps, aligned)
+        timesteps=timesteps, generator=generator, source=source, aligned=aligned)
     m = mask[..., None].to(x.dtype) if mask is not None else None  # (B, T, 1)
     z = interpolate(x, eps, t)
     v = velocity_target(x, eps)

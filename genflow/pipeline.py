@@ -134,6 +134,9 @@ class Generator:
             raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed or one per prompt")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: expected a positive integer")
+        if self.source.kind != "noise":
+            raise ValueError(f"this model's flow starts from an aligned input ({self.source.kind!r}): it enhances "
+                             "audio (enhance / enhance.py) and cannot generate from text alone")
         cfg = self.settings.replace(**settings)
         if self.trained_seconds and cfg.duration_s and cfg.duration_s > self.trained_seconds[1]:
             self._warn_once("long", f"duration_s={cfg.duration_s:g} is longer than any clip this model was trained "
@@ -143,9 +146,6 @@ class Generator:
         batches = range(0, len(prompts), batch_size)
         for start in tqdm(batches, desc="generate", disable=not progress or len(batches) == 1):
             chunk = prompts[start : start + batch_size]
-            if self.source.kind != "noise":
-                raise ValueError(f"this model's flow starts from an aligned input ({self.source.kind!r}): it enhances "
-                                 "audio (enhance / enhance.py) and cannot generate from text alone")
             text, text_mask = self.conditioner.encode_text(chunk, self.device)
             frames = self._frames(cfg, text, text_mask)
             noise = torch.nn.utils.rnn.pad_sequence(

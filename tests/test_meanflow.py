@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genflow.distill import ctm_loss, ctm_target
-from genflow.flow import flow_loss, sample
+from genflow.flow import Source, flow_loss, sample
 from genflow.meanflow import average_velocity_jvp, draw_levels, meanflow_loss, sample_average
 from genflow.model import DiT
 from genflow.objectives import student_model
@@ -138,6 +138,16 @@ def test_a_flow_model_given_the_interval_input_starts_out_as_itself():
             assert torch.equal(student(x, sigma, interval=gap, aligned=torch.zeros(2, 5, 12)), base)
     with pytest.raises(ValueError, match="no interval input"):
         flow(x, sigma, interval=torch.zeros(2))
+
+
+def test_draws_start_from_the_flow_source():
+    x, aligned = torch.zeros(3, 5, 2), torch.full((3, 5, 2), 4.0)
+    common = dict(ratio=0.5, grid_fraction=0.5, text_dropout=0, aligned_dropout=0, timesteps=None)
+    plain = draw_levels(x, **common, generator=torch.Generator().manual_seed(0))
+    shifted = draw_levels(x, **common, generator=torch.Generator().manual_seed(0), source=Source("aligned", 0.1),
+                          aligned=aligned)
+    torch.testing.assert_close(shifted[2], aligned + 0.1 * plain[2])  # the same draws, from aligned + 0.1 n
+    assert torch.equal(shifted[0], plain[0]) and torch.equal(shifted[1], plain[1])
 
 
 def test_draws_put_jumps_on_the_sampling_grids():
