@@ -1,9 +1,9 @@
 """Codec training: a Vocos decoder (and optionally DashengTokenizer's injection) on a frozen encoder, as a GAN.
 
-Read top to bottom, as ``genflow.training`` (whose pieces it reuses: the Accelerator set-up, the data
-order, the meter, the checkpoint folder life cycle, previews, stop signals): Accelerator -> generator (the
-trainable codec) and discriminators, two AdamW optimizers and LR schedules -> ``prepare`` -> optional EMA
-of the generator -> resume -> loop over steps: discriminator step (hinge), then generator step
+Read top to bottom, as ``genflow.training`` (whose pieces it reuses: the Accelerator set-up, the loop over
+steps with its data order, meter, stop signals and checkpoint life cycle, previews): Accelerator -> generator
+(the trainable codec) and discriminators, two AdamW optimizers and LR schedules -> ``prepare`` -> optional EMA
+of the generator -> resume -> ``training.loop`` over steps: discriminator step (hinge), then generator step
 (multi-resolution mel L1 + hinge + feature matching; mel only before ``gan_start_step``) -> log, preview
 audio + spectrograms, checkpoints -> at the end, a codec folder ``load_codec`` reads.
 
@@ -18,31 +18,19 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from genflow import checkpoint, hub
 from genflow.audio import resample
 from genflow.codecs.discriminators import DiscriminatorConfig, Discriminators
 from genflow.codecs.losses import MultiResolutionMelLoss, discriminator_loss, feature_matching, generator_loss
 from genflow.ema import EMA
-from genflow.training import (
-    Meter,
-    RunState,
-    TrainConfig,
-    _agree,
-    batches,
-    lr_lambda,
-    make_accelerator,
-    restore_counters,
-    stop_signals,
-    wrap_up,
-)
-from genflow.training import write_preview as write_preview_clips
+from genflow.training import RunState, TrainConfig, loop, lr_lambda, make_accelerator, restore_counters, write_preview
 
 logger = logging.getLogger("genflow.codec_training")
 
@@ -213,8 +201,8 @@ def _step(run: CodecRun, optimizer, scheduler, params) -> torch.Tensor:
     return grad_norm
 
 
-def train_step(run: CodecRun, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-    """Discriminator step, then generator step. Returns (generator loss, its parts, generator grad norm)."""
+def train_step(run: CodecRun, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Discriminator step, then generator step. Returns (generator loss, generator grad norm, the loss's parts)."""
     audio, real = _inputs(run, batch)
     fake = run.model(audio)  # (B, N') at the decoder's rate
     gan_on = run.state.step >= run.gan.gan_start_step
@@ -244,7 +232,7 @@ def train_step(run: CodecRun, batch: dict) -> tuple[torch.Tensor, dict[str, torc
         run.bad_streak = 0
         if run.ema is not None:
             run.ema.update()
-    return loss.detach(), {"loss_mel": mel.detach(), **parts}, g_norm
+    return loss.detach(), g_norm, {"loss_mel": mel.detach(), **parts}
 
 
 def _ema(run: CodecRun):
@@ -259,9 +247,7 @@ def make_preview(run: CodecRun, clips: dict[str, torch.Tensor]) -> None:
         codec.eval()
         out = {name: codec.reconstruct(wav[None].to(run.device))[0].float().cpu() for name, wav in clips.items()}
         codec.train()
-    if run.accelerator.is_main_process:
-        write_preview_clips(run.out / "samples" / f"step-{run.state.step:07d}", out, codec.output_sample_rate,
-                            run.accelerator, run.state.step)
+    write_preview(run, out, codec.output_sample_rate)
 
 
 def write_release(run: CodecRun) -> Path:
@@ -284,26 +270,8 @@ def train(cfg: TrainConfig, gan: GanConfig, codec: nn.Module, frozen: tuple[str,
     if ckpt is not None:
         resume(run, ckpt)
     previews = bool(preview) and cfg.sample_every > 0
-    progress = tqdm(total=cfg.max_steps, initial=run.state.step, disable=not run.accelerator.is_main_process,
-                    desc="train codec", dynamic_ncols=True)
-    meter, stopped = Meter(run), False
-    with stop_signals() as stop:
-        data = batches(run, dataset, batch_sampler, collate_fn)
-        while run.state.step < cfg.max_steps and not stopped:
-            loss, parts, grad_norm = train_step(run, next(data))
-            meter.add(loss, **parts)
-            run.state.step += 1
-            progress.update(1)
-            if run.state.step % cfg.log_every == 0 or run.state.step == cfg.max_steps:
-                meter.log(run, grad_norm, dataset, progress)
-            if previews and run.state.step % cfg.sample_every == 0:
-                make_preview(run, preview)
-            stopped = _agree(run, stop["asked"])
-            if stopped or run.state.step % cfg.save_every == 0:
-                save_checkpoint(run, "interrupted" if stopped else None)
-    progress.close()
-    wrap_up(run, stopped, lambda tag: save_checkpoint(run, tag),
-            (lambda: make_preview(run, preview)) if previews else None)
+    loop(run, partial(train_step, run), dataset, batch_sampler, collate_fn, save=partial(save_checkpoint, run),
+         preview=partial(make_preview, run, preview) if previews else None, desc="train codec")
     release = write_release(run)
     run.accelerator.end_training()
     return release

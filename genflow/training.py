@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -636,9 +637,7 @@ def make_preview(run: Run, preview: Callable, release: dict) -> None:
         # no_grad, not inference_mode: FSDP2 cannot unshard its parameters inside inference_mode
         clips = preview(Generator(unwrapped, run.conditioner, inference_mode=False, **release_options(release)))
         unwrapped.train()
-    if run.accelerator.is_main_process:
-        write_preview(run.out / "samples" / f"step-{run.state.step:07d}", clips, run.conditioner.codec.sample_rate,
-                      run.accelerator, run.state.step)
+    write_preview(run, clips, run.conditioner.codec.sample_rate)
 
 
 def write_release(run: Run, release: dict) -> Path:
@@ -684,16 +683,45 @@ def stop_signals() -> Iterator[dict]:
             signal.signal(sig, handler)
 
 
-def wrap_up(run, stopped: bool, save: Callable[[str], None], preview: Callable[[], None] | None) -> None:
-    """After a training loop: exit 0 on a stop signal (its checkpoint is written), else the final checkpoint and
-    preview unless the last step already made them. Shared by the DiT loop and codec training."""
+def loop(run, step: Callable[[dict], tuple], dataset: Dataset, batch_sampler, collate_fn: Callable, *,
+         save: Callable[[str | None], None], preview: Callable[[], None] | None, desc: str = "train",
+         on_log: Callable[[], None] | None = None) -> None:
+    """The loop over optimizer steps, shared by the DiT and codec training: ``step(batch)`` -> (loss, grad norm or
+    None while accumulating, {name: scalar} to log), then periodic log (``on_log`` first), preview and checkpoint.
+
+    A stop signal writes an "interrupted" checkpoint and exits 0; otherwise the final checkpoint and preview
+    are made unless the last step already made them.
+    """
+    cfg = run.cfg
+    progress = tqdm(total=cfg.max_steps, initial=run.state.step, disable=not run.accelerator.is_main_process,
+                    desc=desc, dynamic_ncols=True)
+    meter, stopped = Meter(run), False
+    with stop_signals() as stop:
+        data = batches(run, dataset, batch_sampler, collate_fn)
+        while run.state.step < cfg.max_steps and not stopped:
+            loss, grad_norm, parts = step(next(data))
+            meter.add(loss, **parts)
+            if grad_norm is None:  # accumulating
+                continue
+            run.state.step += 1
+            progress.update(1)
+            if run.state.step % cfg.log_every == 0 or run.state.step == cfg.max_steps:
+                if on_log is not None:
+                    on_log()
+                meter.log(run, grad_norm, dataset, progress)
+            if preview is not None and run.state.step % cfg.sample_every == 0:
+                preview()
+            stopped = _agree(run, stop["asked"])
+            if stopped or run.state.step % cfg.save_every == 0:
+                save("interrupted" if stopped else None)
+    progress.close()
     if stopped:
         logger.info("stopped by signal at step %d; resume with --resume latest", run.state.step)
         run.accelerator.end_training()
         raise SystemExit(0)
-    if run.state.step % run.cfg.save_every != 0:
+    if run.state.step % cfg.save_every != 0:
         save("final")
-    if preview is not None and run.state.step % run.cfg.sample_every != 0:
+    if preview is not None and run.state.step % cfg.sample_every != 0:
         preview()
 
 
@@ -726,32 +754,10 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_samp
     elif resume_from:
         logger.info("--resume latest: no checkpoint in %s, starting from scratch", run.out / "checkpoints")
     previews = preview is not None and cfg.sample_every > 0
-    progress = tqdm(total=cfg.max_steps, initial=run.state.step, disable=not run.accelerator.is_main_process,
-                    desc="train", dynamic_ncols=True)
-    meter, stopped = Meter(run), False
     run.model.train()
-    with stop_signals() as stop:
-        data = batches(run, dataset, batch_sampler, collate_fn)
-        while run.state.step < cfg.max_steps and not stopped:
-            loss, grad_norm = train_step(run, next(data), cfg.text_dropout, cfg.aligned_dropout)
-            meter.add(loss)
-            if grad_norm is None:  # accumulating
-                continue
-            run.state.step += 1
-            progress.update(1)
-            if run.state.step % cfg.log_every == 0 or run.state.step == cfg.max_steps:
-                check_skips(run)
-                meter.log(run, grad_norm, dataset, progress)
-            if previews and run.state.step % cfg.sample_every == 0:
-                make_preview(run, preview, release)
-            stopped = _agree(run, stop["asked"])
-            if stopped:
-                save_checkpoint(run, "interrupted")
-            elif run.state.step % cfg.save_every == 0:
-                save_checkpoint(run)
-    progress.close()
-    wrap_up(run, stopped, lambda tag: save_checkpoint(run, tag),
-            (lambda: make_preview(run, preview, release)) if previews else None)
+    loop(run, lambda batch: (*train_step(run, batch, cfg.text_dropout, cfg.aligned_dropout), {}), dataset,
+         batch_sampler, collate_fn, save=partial(save_checkpoint, run), on_log=partial(check_skips, run),
+         preview=partial(make_preview, run, preview, release) if previews else None)
     bad_files = run.state.bad_files_total + getattr(dataset, "num_bad", 0)
     if bad_files and run.accelerator.is_main_process:
         logger.warning("%d unreadable clips were skipped during training", bad_files)
@@ -760,18 +766,22 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset: Dataset, batch_samp
     return release_dir
 
 
-def write_preview(folder: Path, clips: dict[str, torch.Tensor], sample_rate: int, accelerator, step: int) -> None:
-    """Preview clips -> WAVs + a spectrogram grid in the run folder, and audio + images in TensorBoard."""
+def write_preview(run, clips: dict[str, torch.Tensor], sample_rate: int) -> None:
+    """Preview clips (main process) -> WAVs + a spectrogram grid in RUN/samples/step-STEP, audio + images in
+    TensorBoard."""
     from genflow.audio import save_audio
     from genflow.plots import save_spectrogram_grid, spectrogram_rgb
 
-    names = list(clips)
+    if not run.accelerator.is_main_process:
+        return
+    step = run.state.step
+    folder, names = run.out / "samples" / f"step-{step:07d}", list(clips)
     for i, name in enumerate(names):
         save_audio(folder / f"{i:02d}.wav", clips[name], sample_rate)
     hub.write_json(folder / "names.json", names)
     save_spectrogram_grid([clips[n] for n in names], names, sample_rate, folder / "spectrograms.png")
     try:
-        writer = accelerator.get_tracker("tensorboard", unwrap=True)
+        writer = run.accelerator.get_tracker("tensorboard", unwrap=True)
     except Exception:  # no TensorBoard tracker configured
         return
     if not hasattr(writer, "add_audio"):
