@@ -52,11 +52,15 @@ def mix_at_snr(
     return clean + gain[..., None] * noise
 
 
-def _crop_start(length: int, size: int, step: int, rng: np.random.Generator, random_crop: bool) -> int:
-    """Start of a crop of ``size`` in ``length``, a multiple of ``step``."""
-    if length <= size or not random_crop:
-        return 0
-    return step * int(rng.integers(0, (length - size) // step + 1))
+def crop(clips: dict[str, torch.Tensor], size: int, step: int, rng: np.random.Generator,
+         random_crop: bool) -> dict[str, torch.Tensor]:
+    """One crop of at most ``size`` along dim 0 for all ``clips`` (cut to the shortest), starting at a multiple of
+    ``step``: (N,) audio with ``step`` = hop, or (T, C) latents with ``step`` = 1."""
+    n = min(c.shape[0] for c in clips.values())
+    start = 0
+    if n > size and random_crop:
+        start = step * int(rng.integers(0, (n - size) // step + 1))
+    return {k: c[start : start + min(n, size)] for k, c in clips.items()}
 
 
 class _ClipDataset(Dataset):
@@ -126,6 +130,14 @@ class _ClipDataset(Dataset):
     def _item(self, row: dict, rng: np.random.Generator) -> dict:
         raise NotImplementedError
 
+    def _cropped(self, row: dict, keys: tuple[str, ...], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """The row's clips under ``keys``, cropped alike: (T, C) latents from the cache, else (N,) waveforms."""
+        if self.cache is not None:
+            clips = {k: self.cache.get(str(row["id"]), k) for k in keys}
+            return crop(clips, self.max_frames, 1, rng, self.random_crop)
+        clips = {k: self._load(row[k]) for k in keys}
+        return crop(clips, self.max_frames * self.hop_length, self.hop_length, rng, self.random_crop)
+
 
 class TextAudioDataset(_ClipDataset):
     """Captioned clips: {"id", "caption", "audio"}: (T, C) latents from a cache, else (N,) waveforms."""
@@ -149,16 +161,7 @@ class TextAudioDataset(_ClipDataset):
 
     def _item(self, row: dict, rng: np.random.Generator) -> dict:
         item = {"id": str(row["id"]), "caption": row.get(self.caption_key, "")}
-        if self.cache is not None:
-            latent = self.cache.get(item["id"], "audio")  # (T, C)
-            start = _crop_start(latent.shape[0], self.max_frames, 1, rng, self.random_crop)
-            item["audio"] = latent[start : start + self.max_frames]
-        else:
-            wav = self._load(row["audio"])  # (N,)
-            size = self.max_frames * self.hop_length
-            start = _crop_start(wav.shape[0], size, self.hop_length, rng, self.random_crop)
-            item["audio"] = wav[start : start + size]
-        return item
+        return item | self._cropped(row, ("audio",), rng)
 
 
 class SpeechPairDataset(_ClipDataset):
@@ -201,23 +204,9 @@ class SpeechPairDataset(_ClipDataset):
 
     def _item(self, row: dict, rng: np.random.Generator) -> dict:
         item = {"id": str(row["id"])}
-        if self.cache is not None:
-            clean, noisy = self.cache.get(item["id"], "clean"), self.cache.get(item["id"], "noisy")  # (T, C)
-            size, step = self.max_frames, 1
-        else:
-            clean = self._load(row["clean"])
-            noisy = self._load(row["noisy"]) if self.noise_rows is None else None
-            size, step = self.max_frames * self.hop_length, self.hop_length
-        if noisy is not None:
-            n = min(clean.shape[0], noisy.shape[0])
-            start = _crop_start(n, size, step, rng, self.random_crop)
-            item["clean"], item["noisy"] = (
-                clean[start : start + min(n, size)],
-                noisy[start : start + min(n, size)],
-            )
-            return item
-        start = _crop_start(clean.shape[0], size, step, rng, self.random_crop)
-        clean = clean[start : start + size]
+        if self.noise_rows is None:  # pairs (the only kind a cache holds)
+            return item | self._cropped(row, ("clean", "noisy"), rng)
+        clean = self._cropped(row, ("clean",), rng)["clean"]
         noise = self._load(self.noise_rows[int(rng.integers(len(self.noise_rows)))]["audio"])
         if noise.shape[0] < clean.shape[0]:
             noise = noise.repeat(math.ceil(clean.shape[0] / noise.shape[0]))

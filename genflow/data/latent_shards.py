@@ -23,7 +23,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from genflow.data.cache import LatentCache, describe_codec, same_codec
-from genflow.data.datasets import _crop_start
+from genflow.data.datasets import crop
 from genflow.data.stream import ShardStream, write_tars
 
 HEADER = "__cache__"  # the key of each shard's first sample: the cache's codec signature, keys, dtype
@@ -77,9 +77,8 @@ class LatentShardStream(ShardStream):
         if self.caption_key:
             item["caption"] = meta.get(self.caption_key, "")
         rng = np.random.default_rng([self.seed, epoch, int(meta.get("__index__", 0))])
-        n = min(latents[k].shape[0] for k in self.keys)
-        start = _crop_start(n, self.max_frames, 1, rng, self.random_crop)
-        return item | {k: latents[k][start : start + min(n, self.max_frames)].float() for k in self.keys}
+        clips = crop({k: latents[k] for k in self.keys}, self.max_frames, 1, rng, self.random_crop)
+        return item | {k: v.float() for k, v in clips.items()}
 
     def _check(self, header: dict) -> None:
         """A shard of another codec or other keys stops the run (``RuntimeError``: not a skippable sample)."""

@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from genflow.data.batching import collate
-from genflow.data.datasets import _crop_start
+from genflow.data.datasets import crop
 from genflow.hub import atomic_write
 
 AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg", "opus", "aiff")
@@ -195,10 +195,8 @@ class ShardStream(IterableDataset):
         wav = _decode(sample[ext], sample["__key__"], self.sample_rate)
         index = int(meta.get("__index__", 0))
         rng = np.random.default_rng([self.seed, epoch, index])
-        size = self.max_frames * self.hop_length
-        start = _crop_start(wav.shape[0], size, self.hop_length, rng, self.random_crop)
-        return {"id": str(meta.get("id", sample["__key__"])), "caption": meta.get(self.caption_key, ""),
-                "audio": wav[start : start + size]}
+        clip = crop({"audio": wav}, self.max_frames * self.hop_length, self.hop_length, rng, self.random_crop)
+        return {"id": str(meta.get("id", sample["__key__"])), "caption": meta.get(self.caption_key, ""), **clip}
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
