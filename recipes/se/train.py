@@ -5,13 +5,13 @@
     accelerate launch recipes/se/train.py --out runs/se-demo --resume latest
     python recipes/se/train.py --help                                # every option
 
-The DiT generates the clean latent sequence; the noisy recording's latents, same length, are added in
-every block (no text). The demo preset's flow starts from the noisy latents (``--train.source.kind aligned``)
-and its enhanced mel takes the noisy input's phase (sampling ``phase="input"``). Manifests are JSONL ``{"clean", "noisy"}`` pairs (``recipes/se/prepare.py`` makes
-them from VoiceBank-DEMAND), or ``{"clean"}`` rows plus ``--data.noise noise.jsonl`` (``{"audio"}`` rows)
-mixed on the fly at an SNR drawn from ``[data.snr_min, data.snr_max]`` dB. Pairs can use the latent
-cache; on-the-fly mixing encodes every batch (each step hears new mixtures). ``--data`` also takes tar shards
-of either (``python -m genflow.data.stream write``; streamed, see docs/scaling.md).
+The DiT generates the clean latent sequence; the noisy recording's latents, same length, are added in every block (no
+text). The demo preset's flow starts from the noisy latents (``--train.source.kind aligned``) and its enhanced mel takes
+the noisy input's phase (sampling ``phase="input"``). Manifests are JSONL ``{"clean", "noisy"}`` pairs
+(``recipes/se/prepare.py`` makes them from VoiceBank-DEMAND), or ``{"clean"}`` rows plus ``--data.noise noise.jsonl``
+(``{"audio"}`` rows) mixed on the fly at an SNR drawn from ``[data.snr_min, data.snr_max]`` dB. Pairs can use the latent
+cache; on-the-fly mixing encodes every batch (each step hears new mixtures). ``--data`` also takes tar shards of either
+(``python -m genflow.data.stream write``; streamed, see docs/scaling.md).
 """
 
 from __future__ import annotations
