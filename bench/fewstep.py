@@ -11,9 +11,11 @@ trained into RUNS_DIR/X-OBJECTIVE. Runs go through ``--resume latest``, so an in
 continues and a finished run is reused; each run's wall time is kept in RUN/bench_budget.json the first
 time the benchmark trains it. Then every (model, steps) pair is scored on ``data/demo/X/test.jsonl`` with
 the metrics of ``bench/demo_quality.py`` (TTA: probe accuracy and probe FD; TTM: instrument, key,
-tempo; SE: PESQ-wb, ESTOI, DNSMOS), and timed on one 10 s clip (the minimum of ``--repeats`` runs
-after a warm-up, on ``--threads`` threads; ``--time-only`` times every configuration back to back and
-scores nothing, for figures that share one moment of a busy machine). Writes OUT/results.json and
+tempo; SE: PESQ-wb, ESTOI, DNSMOS) at each of ``--seeds`` (the mean, and with several seeds the
+standard deviation: a probe FD on a few dozen clips moves by a fifth from one sampling seed to the next),
+and timed on one 10 s clip (the minimum of ``--repeats`` runs after a warm-up, on ``--threads`` threads;
+``--time-only`` times every configuration back to back and scores nothing, for figures that share one
+moment of a busy machine). Writes OUT/results.json and
 OUT/results.md; asserts nothing.
 """
 
@@ -78,12 +80,12 @@ def seconds_per_10s(gen, recipe: str, steps: int, noisy: torch.Tensor | None, re
     return min(once() for _ in range(repeats))
 
 
-def score(recipe: str, gen, rows: list[dict], ref: dict, args: argparse.Namespace, folder: Path) -> dict:
-    """The recipe's metrics of one (model, steps) configuration; ``ref`` holds what every configuration shares."""
+def score(recipe: str, gen, rows: list[dict], ref: dict, args: argparse.Namespace, folder: Path, seed: int) -> dict:
+    """The recipe's metrics of one (model, steps, seed) configuration; ``ref`` holds what every one shares."""
     if recipe == "se":
         from genflow.metrics.speech import speech_metrics
 
-        enhanced = [gen.enhance(x, dq.SR, seed=args.seed) for x in ref["noisy"]]
+        enhanced = [gen.enhance(x, dq.SR, seed=seed) for x in ref["noisy"]]
         for row, wav in zip(rows, enhanced):
             dq.save_audio(folder / f"{row['id']}.wav", wav, dq.SR)
         per_clip = [speech_metrics(w, c, dq.SR, with_dnsmos=not args.no_dnsmos, name=r["id"])
@@ -91,7 +93,7 @@ def score(recipe: str, gen, rows: list[dict], ref: dict, args: argparse.Namespac
         means = dq.nanmean(per_clip)
         keys = ("pesq_wb", "estoi", "stoi", "dnsmos_ovrl")
         return {k: means[k] for k in keys if k in means}
-    generated, _ = dq.generate(gen, rows, folder, args.seed)
+    generated, _ = dq.generate(gen, rows, folder, seed)
     key = dq.LABEL_KEY[recipe]
     table = dq.probe_rows(ref["probe"], {"real": ref["real"], "gen": generated}, [r[key] for r in rows], "real")
     out = {"probe_acc" if recipe == "tta" else "instrument_acc": table["gen"]["probe_acc"],
@@ -115,6 +117,17 @@ def ten_second_input(rows: list[dict]) -> torch.Tensor:
     return torch.nn.functional.pad(wav, (0, max(0, 10 * dq.SR - wav.numel())))[: 10 * dq.SR]
 
 
+def over_seeds(scores: list[dict]) -> dict:
+    """The mean of each metric over the seeds' scores; with several seeds, also its standard deviation (KEY_sd)."""
+    row = {}
+    for key in scores[0]:
+        values = torch.tensor([s[key] for s in scores], dtype=torch.float64)
+        row[key] = values.mean().item()
+        if len(scores) > 1:
+            row[f"{key}_sd"] = values.std().item()
+    return row
+
+
 def evaluate(recipe: str, models: dict[str, tuple[Path, tuple[int, ...]]], args: argparse.Namespace,
              out: Path) -> dict:
     """Score and time every (model, steps) pair of ``recipe``; rows keyed "model @ N steps"."""
@@ -130,7 +143,8 @@ def evaluate(recipe: str, models: dict[str, tuple[Path, tuple[int, ...]]], args:
             gen.settings = gen.settings.replace(steps=steps)
             start = time.perf_counter()
             folder = out / "audio" / recipe / f"{name}-{steps}"
-            row = {} if args.time_only else score(recipe, gen, rows, ref, args, folder)
+            row = {} if args.time_only else over_seeds(
+                [score(recipe, gen, rows, ref, args, folder / f"seed-{seed}", seed) for seed in args.seeds])
             row["s_per_10s_clip"] = seconds_per_10s(gen, recipe, steps, noisy10, args.repeats)
             row["train_steps"], row["train_min"] = budget.get("steps", float("nan")), budget.get("seconds", 0) / 60
             table[f"{name} ({gen.prediction}) @ {steps}"] = row
@@ -153,7 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--runs-dir", default="runs/fewstep")
     p.add_argument("--out", default="runs/fewstep/report")
     p.add_argument("--limit", type=int, default=0, help="score only the first N test rows (0 = all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0],
+                   help="comma-separated sampling seeds; figures are their mean (and standard deviation)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per configuration (after a warm-up)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-dnsmos", action="store_true")
@@ -174,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["recipes"][recipe] = evaluate(recipe, models, args, out)
         write_json(out / "results.json", results)  # after every recipe: a long run leaves partial results
     lines = [f"Few-step benchmark: preset `{args.preset}`, teacher {args.teacher_steps} steps, students "
-             f"{args.student_steps} steps, seed {args.seed}, {args.threads} thread(s).", ""]
+             f"{args.student_steps} steps, seeds {args.seeds}, {args.threads} thread(s).", ""]
     for recipe, res in results["recipes"].items():
         lines += [f"### {recipe} ({res['n_test']} test clips)", "", markdown_table(res["table"], digits=3), ""]
     (out / "results.md").write_text("\n".join(lines) + "\n")
