@@ -89,6 +89,23 @@ def average_velocity_jvp(model: Callable, z: Tensor, t: Tensor, r: Tensor, tange
     return u, du_dt
 
 
+def average_velocity_difference(model: Callable, z: Tensor, t: Tensor, r: Tensor, tangent: Tensor,
+                                 conditions: dict, step: float) -> Tensor:
+    """du/dt along the path by a central difference over +-h, h = min(``step``, t - r) (r held fixed; no graph).
+
+    Smooths what the exact JVP sees at scales finer than ``step``: a flow checkpoint's ``1000 sigma``
+    sinusoidal timestep embedding leaves wiggles in t that flow training never constrained (docs/fewstep.md).
+    """
+    h = torch.minimum(torch.full_like(t, step), t - r)  # (B,) > 0 on jump rows
+
+    def at(sign: float) -> Tensor:
+        t_ = t + sign * h
+        return model(z + sign * h[:, None, None] * tangent, t_, interval=t_ - r, **conditions)
+
+    with torch.no_grad():
+        return (at(1.0) - at(-1.0)) / (2 * h[:, None, None])
+
+
 def adaptive_mse(pred: Tensor, target: Tensor, mask: Tensor | None, p: float, c: float) -> Tensor:
     """Masked MSE, each example weighted by ``1 / (its own MSE + c)^p`` (stop-gradient; p = 0: plain).
 
@@ -128,14 +145,15 @@ def meanflow_loss(model: Callable, x: Tensor, *, mask: Tensor | None = None, tex
                   text_mask: Tensor | None = None, aligned: Tensor | None = None, text_dropout: float = 0.0,
                   aligned_dropout: float = 0.0, timesteps: TimestepSampler | None = None, ratio: float = 0.25,
                   grid_fraction: float = 0.0, guidance_scale: float = 1.0, adaptive_p: float = 1.0,
-                  adaptive_c: float = 1e-3, jvp_model: Callable | None = None, source: Source | None = None,
-                  generator: torch.Generator | None = None) -> Tensor:
+                  adaptive_c: float = 1e-3, derivative_step: float = 0.0, jvp_model: Callable | None = None,
+                  source: Source | None = None, generator: torch.Generator | None = None) -> Tensor:
     """The MeanFlow loss of ``model`` on data x (B,T,C); ``ratio=0, adaptive_p=0`` is ``flow_loss``.
 
     Draws as ``draw_levels``. The target uses a JVP on the rows with r < t only (at r = t it is the
     velocity itself), through ``jvp_model`` (default ``model``; pass the unwrapped module when ``model``
     is wrapped by DDP). ``guidance_scale`` w != 1 folds classifier-free guidance into the target. ``source``
-    as in ``flow_loss``.
+    as in ``flow_loss``. ``derivative_step`` h > 0 takes du/dt as a central difference over +-h along the
+    path (``average_velocity_difference``) instead of the exact JVP.
     """
     if x.dim() != 3:
         raise ValueError(f"meanflow_loss expects latents (B, T, C), got shape {tuple(x.shape)}")
@@ -154,7 +172,10 @@ def meanflow_loss(model: Callable, x: Tensor, *, mask: Tensor | None = None, tex
     jump = (t > r).nonzero().squeeze(1)
     if len(jump):
         sub = rows(conditions, jump)
-        _, du_dt = average_velocity_jvp(jvp_model, z[jump], t[jump], r[jump], v[jump], sub)
+        if derivative_step > 0:
+            du_dt = average_velocity_difference(jvp_model, z[jump], t[jump], r[jump], v[jump], sub, derivative_step)
+        else:
+            _, du_dt = average_velocity_jvp(jvp_model, z[jump], t[jump], r[jump], v[jump], sub)
         target[jump] = v[jump] - (t - r)[jump, None, None] * du_dt.to(v.dtype)
     u = model(z, t, interval=t - r, **conditions)
     return adaptive_mse(u, target.detach(), mask, adaptive_p, adaptive_c)

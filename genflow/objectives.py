@@ -36,6 +36,7 @@ class FewStepConfig:
     guidance_scale: float | None = None  # CFG folded into the target; None = the run's sampling guidance_scale
     adaptive_p: float = 1.0  # per-example loss weight 1 / (mse + c)^p (MeanFlow's adaptive weighting)
     adaptive_c: float = 1e-3
+    derivative_step: float = 0.0  # meanflow: 0 = du/dt by the exact JVP; h > 0 = a central difference over +-h
     teacher_span: float = 0.25  # ctm: sigma span the teacher solves before the student's own jump
     teacher_steps: int = 2  # ctm: Euler steps of the guided teacher over that span
 
@@ -64,7 +65,8 @@ def objective_loss(name: str, model: Callable, inputs: dict, *, fewstep: FewStep
     if name == "meanflow":
         from genflow.meanflow import meanflow_loss
 
-        return meanflow_loss(model, **inputs, **common, **few, jvp_model=plain_model)
+        return meanflow_loss(model, **inputs, **common, **few, derivative_step=fewstep.derivative_step,
+                             jvp_model=plain_model)
     if name == "ctm":
         from genflow.distill import ctm_loss
 

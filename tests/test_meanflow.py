@@ -9,7 +9,13 @@ import torch
 
 from genflow.distill import ctm_loss, ctm_target
 from genflow.flow import Source, flow_loss, sample
-from genflow.meanflow import average_velocity_jvp, draw_levels, meanflow_loss, sample_average
+from genflow.meanflow import (
+    average_velocity_difference,
+    average_velocity_jvp,
+    draw_levels,
+    meanflow_loss,
+    sample_average,
+)
 from genflow.model import DiT
 from genflow.objectives import student_model
 
@@ -63,6 +69,29 @@ def test_meanflow_loss_is_zero_at_the_exact_u_and_not_elsewhere():
     g = torch.Generator().manual_seed(0)
     off = meanflow_loss(exact_u(s=0.3), x, ratio=1.0, adaptive_p=0.0, generator=g)
     assert off.item() > 1e-3
+
+
+def test_the_difference_derivative_is_the_jvp_on_a_smooth_u_and_smooths_a_wiggle_in_t():
+    """Central differences give the JVP's du/dt on the Gaussian's u (O(h^2)); on u plus a fast wiggle in t the
+    JVP sees the wiggle's full slope and a difference over +-h averages it away. The loss takes either."""
+    z = torch.randn(5, 4, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    t = torch.tensor([1.0, 0.9, 0.6, 0.5, 0.8], dtype=torch.float64)
+    r = torch.tensor([0.0, 0.2, 0.1, 0.3, 0.6], dtype=torch.float64)
+    v = marginal_v(z, t)
+    _, exact = average_velocity_jvp(exact_u(), z, t, r, v, {})
+    assert torch.allclose(average_velocity_difference(exact_u(), z, t, r, v, {}, 1e-4), exact, atol=1e-6)
+
+    def wiggly(z_, t_, *, interval, **_):
+        return exact_u()(z_, t_, interval=interval) + 1e-3 * torch.sin(2000 * math.pi * t_)[:, None, None]
+
+    _, jvp = average_velocity_jvp(wiggly, z, t, r, v, {})
+    smooth = average_velocity_difference(wiggly, z, t, r, v, {}, 0.05)
+    assert (jvp - exact).abs().max() > 5.0  # the wiggle's slope, 2 pi: larger than the whole target
+    assert (smooth - exact).abs().max() < 0.05
+    x = torch.full((64, 4, 2), MU, dtype=torch.float64)
+    loss = meanflow_loss(exact_u(s=0.0), x, ratio=1.0, adaptive_p=0.0, derivative_step=1e-4,
+                         generator=torch.Generator().manual_seed(0))
+    assert loss.item() < 1e-6  # O(h^2) from the exact u's curvature; another u scores > 1e-3 (above)
 
 
 def test_one_jump_with_the_exact_u_lands_on_the_target_distribution():
