@@ -40,6 +40,23 @@ class FewStepConfig:
     teacher_span: float = 0.25  # ctm: sigma span the teacher solves before the student's own jump
     teacher_steps: int = 2  # ctm: Euler steps of the guided teacher over that span
 
+    def __post_init__(self):
+        """Check every field on construction, so a bad ``--train.fewstep.*`` flag fails before anything loads."""
+        rules = {
+            "ratio": (0 <= self.ratio <= 1, "a value in [0, 1]"),
+            "grid_fraction": (0 <= self.grid_fraction <= 1, "a value in [0, 1]"),
+            "guidance_scale": (self.guidance_scale is None or self.guidance_scale > 0, "a positive number"),
+            "adaptive_p": (self.adaptive_p >= 0, "a number >= 0"),
+            "adaptive_c": (self.adaptive_c > 0, "a positive number"),
+            "derivative_step": (self.derivative_step >= 0, "0 (the exact JVP) or a positive step"),
+            "teacher_span": (self.teacher_span > 0, "a positive number"),
+            "teacher_steps": (self.teacher_steps >= 1, "an integer >= 1"),
+        }
+        for name, (ok, expected) in rules.items():
+            if not ok:
+                raise ValueError(f"train.fewstep.{name}={getattr(self, name)!r}: expected {expected}; "
+                                 f"fix --train.fewstep.{name}")
+
 
 def check_objective(name: str, init: str | None = None) -> None:
     """Fail early on an unknown objective, or (``init`` given as "") a distillation without a teacher."""

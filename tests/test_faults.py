@@ -377,6 +377,8 @@ def test_sample_arguments_are_checked_before_loading(tmp_path, capsys, monkeypat
     (["--train.mixed_precision", "fp8"], "expected one of no, bf16, fp16"),
     (["--data.max_seconds", "0"], "expected 0 <= min_seconds < max_seconds"),
     (["--resume", "runs/nowhere/checkpoint-9"], "neither 'latest' nor a checkpoint folder"),
+    (["--train.fewstep.derivative_step", "-0.02"], "train.fewstep.derivative_step=-0.02: expected 0 (the exact JVP)"),
+    (["--train.fewstep.ratio", "1.5"], "train.fewstep.ratio=1.5: expected a value in [0, 1]"),
 ])
 def test_train_arguments_are_checked_before_loading(tmp_path, capsys, monkeypatch, flags, says):
     import genflow.recipe
