@@ -1,7 +1,7 @@
 """LoRA fine-tuning through ``peft``: adapters on a released model, only they train and only they are checkpointed.
 
     model = add_lora(model, LoraSettings(rank=16, alpha=32))   # base frozen, adapters trainable
-    state = adapter_state(model)                                 # what a checkpoint stores
+    state = trained_state(model, model.state_dict())             # what a checkpoint stores
     model, weights = merged_release(model, state_dict)           # the release: adapters merged into the base
 
 The adapters are peft's (``inject_adapter_in_model``), so any module name pattern peft accepts works as a
@@ -50,8 +50,12 @@ def is_lora(model: nn.Module) -> bool:
     return any("lora_" in name for name, _ in model.named_parameters())
 
 
-def add_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
-    """Inject adapters into ``settings.targets`` and freeze everything else (in place; returns ``model``)."""
+def add_lora(model: nn.Module, settings: LoraSettings, full: tuple[str, ...] = ()) -> nn.Module:
+    """Inject adapters into ``settings.targets`` and freeze everything else (in place; returns ``model``).
+
+    ``full``: name fragments of parameters that train whole beside the adapters (modules the base release
+    lacks, such as a few-step student's new ``interval_embedder.``).
+    """
     from peft import LoraConfig, inject_adapter_in_model
 
     names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
@@ -63,13 +67,15 @@ def add_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
                         target_modules=[t for t in settings.target_list if t in names])
     model = inject_adapter_in_model(config, model)
     for name, p in model.named_parameters():
-        p.requires_grad_("lora_" in name)
+        p.requires_grad_("lora_" in name or any(f in name for f in full))
     return model
 
 
-def adapter_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The adapter tensors of a LoRA model's state dict (all a checkpoint needs: the base comes from --init)."""
-    return {k: v for k, v in state_dict.items() if "lora_" in k}
+def trained_state(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The trained tensors of a LoRA model's state dict: the adapters and any ``full`` parameters (all a
+    checkpoint needs: the frozen base comes from --init)."""
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in state_dict.items() if k in trained}
 
 
 @torch.no_grad()

@@ -95,25 +95,33 @@ def objective_loss(name: str, model: Callable, inputs: dict, *, fewstep: FewStep
     raise AssertionError(name)
 
 
-def student_model(model: torch.nn.Module, objective: str) -> torch.nn.Module:
+def student_model(model: torch.nn.Module, objective: str, fewstep: FewStepConfig | None = None) -> torch.nn.Module:
     """``model`` ready for ``objective``: a DiT without an interval input gets one, zero-initialised.
 
-    Every other weight is copied; the new keys are exactly the interval embedder's (checked), so the
-    student computes what the model did for any interval.
+    ``model`` is a genflow DiT or a model whose ``config.backbone`` is one (the official generator,
+    ``AudioGen``). Every other weight is copied; the new keys are exactly the interval embedder's (checked),
+    so the student computes what the model did for any interval.
     """
     check_objective(objective)
     if PREDICTION[objective] == "velocity":
         return model
     config = getattr(model, "config", None)
-    if not hasattr(config, "interval_input"):
+    dit = getattr(config, "backbone", config)
+    wrapped = dit is not config  # AudioGen: the DiT's config is its backbone's
+    if not hasattr(dit, "interval_input"):
         raise ValueError(f"--train.objective {objective} needs a genflow DiT (it adds an interval input); got a "
-                         f"{type(model).__name__}. Convert the release to a genflow DiT release first")
-    if config.interval_input:
+                         f"{type(model).__name__}, whose config has no DiT")
+    if objective == "meanflow" and dit.timestep_int and not (fewstep and fewstep.derivative_step > 0):
+        raise ValueError("--train.objective meanflow with the exact JVP: this model truncates 1000 sigma to an "
+                         "integer (timestep_int, as the official generator does), so du/dt through its time input "
+                         "is 0; pass --train.fewstep.derivative_step 0.02 or use --objective ctm")
+    if dit.interval_input:
         return model
-    student = type(model)(dataclasses.replace(config, interval_input=True))
+    dit = dataclasses.replace(dit, interval_input=True)
+    student = type(model)(dataclasses.replace(config, backbone=dit) if wrapped else dit)
     own, given = student.state_dict(), model.state_dict()
     missing, unexpected = sorted(set(own) - set(given)), sorted(set(given) - set(own))
-    if unexpected or any(not k.startswith("interval_embedder.") for k in missing):
+    if unexpected or any(not k.removeprefix("backbone.").startswith("interval_embedder.") for k in missing):
         raise ValueError(f"adding the interval input changed more than its embedder: missing {missing}, "
                          f"unexpected {unexpected}")
     student.load_state_dict({**own, **given}, strict=True)  # the new embedder keeps its zero initialisation

@@ -189,7 +189,8 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
     device = state.device
     if cfg.init:
         model, meta, folder = load_release(cfg.init)
-        model = student_model(model, cfg.train.objective)
+        set_seed(cfg.train.seed)  # a new interval input starts the same in every rerun and on every process
+        model = student_model(model, cfg.train.objective, cfg.train.fewstep)
         for dit in (m for m in model.modules() if isinstance(m, DiT)):  # a training choice, not the release's
             dit.gradient_checkpointing = cfg.model.gradient_checkpointing
         codec, text, options = inside(folder, meta["codec"]), meta.get("text_encoder") or "", release_options(meta)
@@ -214,7 +215,8 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
     if cfg.init:
         if cfg.lora.rank:
             set_seed(cfg.train.seed)  # the same adapter initialisation on every process and in every rerun
-            model = add_lora(model, cfg.lora)
+            new = ("interval_embedder.",) if PREDICTION[cfg.train.objective] == "average_velocity" else ()
+            model = add_lora(model, cfg.lora, full=new)  # a student's new interval input trains whole
             logger.info("LoRA rank %d on %s: %.2f M trainable parameters", cfg.lora.rank, cfg.lora.targets,
                         sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
         return cfg, conditioner, model

@@ -368,8 +368,9 @@ def resume(run: Run, ckpt: Path) -> None:
     else:
         unwrapped = run.accelerator.unwrap_model(run.model)
         own = unwrapped.state_dict()
-        adapters = lora.is_lora(unwrapped)  # only the adapters were saved: strict on exactly those
-        hub.check_keys(lora.adapter_state(own) if adapters else own, model_sd, str(ckpt / "model.safetensors"))
+        adapters = lora.is_lora(unwrapped)  # only the trained tensors were saved: strict on exactly those
+        hub.check_keys(lora.trained_state(unwrapped, own) if adapters else own, model_sd,
+                       str(ckpt / "model.safetensors"))
         unwrapped.load_state_dict({**own, **model_sd}, strict=True)  # LoRA: the frozen base as loaded by --init
         run.optimizer.load_state_dict(optim_sd)
     run.scheduler.load_state_dict(state["scheduler"])
@@ -595,9 +596,11 @@ def _state_dicts(run: Run) -> tuple[dict, dict]:
 
         return get_state_dict(run.model, run.optimizer.optimizer,
                               options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    model_sd = run.accelerator.unwrap_model(run.model).state_dict()
-    # LoRA: the adapters are all a checkpoint needs (the frozen base comes from --init again on resume)
-    return (lora.adapter_state(model_sd) if lora.is_lora(run.model) else model_sd), run.optimizer.state_dict()
+    unwrapped = run.accelerator.unwrap_model(run.model)
+    model_sd = unwrapped.state_dict()
+    # LoRA: the trained tensors are all a checkpoint needs (the frozen base comes from --init again on resume)
+    trained = lora.trained_state(unwrapped, model_sd) if lora.is_lora(unwrapped) else model_sd
+    return trained, run.optimizer.state_dict()
 
 
 def save_checkpoint(run: Run, tag: str | None = None) -> None:

@@ -351,11 +351,10 @@ class _HashT5(_FixtureT5):
         return torch.stack(rows), torch.ones(len(prompts), 7, dtype=torch.bool)
 
 
-def test_recipe_fine_tunes_the_official_generator(vec, monkeypatch, tmp_path):
-    """recipes/tta/train.py --init OFFICIAL: full fine-tuning of the official model; the release loads and samples."""
+def _tta_recipe(vec, monkeypatch) -> tuple:
+    """recipes/tta/train.py with the stand-in codec and T5 (the T5 returned to check what it was given)."""
     import importlib.util
 
-    import genflow
     import genflow.codecs
     import genflow.text
 
@@ -367,9 +366,19 @@ def test_recipe_fine_tunes_the_official_generator(vec, monkeypatch, tmp_path):
     spec = importlib.util.spec_from_file_location("tta_train", root / "recipes" / "tta" / "train.py")
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
-    release = recipe.main(["--preset", "tiny", "--init", str(FIXTURE), "--out", str(tmp_path / "run"),
-                           "--max-steps", "2", "--train.log_with", "none", "--train.sample_every", "0",
-                           "--data.cache", ""])
+    return recipe, t5
+
+
+TUNE = ["--preset", "tiny", "--init", str(FIXTURE), "--train.log_with", "none", "--train.sample_every", "0",
+        "--data.cache", ""]
+
+
+def test_recipe_fine_tunes_the_official_generator(vec, monkeypatch, tmp_path):
+    """recipes/tta/train.py --init OFFICIAL: full fine-tuning of the official model; the release loads and samples."""
+    import genflow
+
+    recipe, t5 = _tta_recipe(vec, monkeypatch)
+    release = recipe.main(TUNE + ["--out", str(tmp_path / "run"), "--max-steps", "2"])
     assert t5.seen and all(p.startswith("<|caption|> ") for p in t5.seen)  # training captions get the tag too
     tuned, base = load_file(str(release / "model.safetensors")), AudioGen.from_pretrained(release).state_dict()
     assert json.loads((release / "config.json").read_text())["model_type"] == "genflow-audiogen"
@@ -380,3 +389,24 @@ def test_recipe_fine_tunes_the_official_generator(vec, monkeypatch, tmp_path):
     gen = genflow.load(str(release), device="cpu")
     assert gen.settings.guidance_scale == 5.0 and gen.settings.duration_s is None
     assert len(gen.generate(["a dog"], steps=2)) == 1
+
+
+def test_ctm_distils_the_official_generator_into_a_one_step_student(vec, monkeypatch, tmp_path):
+    """--objective ctm --init OFFICIAL: the official model gets its zero interval input and becomes a few-step
+    release; with lr ~0 its one step is the official model's own Euler step (guidance folded: scale 1)."""
+    import genflow
+
+    recipe, _ = _tta_recipe(vec, monkeypatch)
+    student = recipe.main(TUNE + ["--out", str(tmp_path / "ctm"), "--max-steps", "1", "--objective", "ctm",
+                                  "--train.lr", "1e-12"])
+    config, meta = (json.loads((student / f).read_text()) for f in ("config.json", "pipeline.json"))
+    assert config["model_type"] == "genflow-audiogen" and config["backbone"]["interval_input"]
+    assert meta["prediction"] == "average_velocity" and meta["sampling"]["guidance_scale"] == 1.0
+    assert meta["sampling"]["duration_s"] is None  # the official duration predictor still sets the length
+    assert meta["sampling"]["steps"] == 2
+    [a] = genflow.load(str(student), device="cpu").generate(["a dog"], steps=1, duration_s=1.0, seed=0)
+    [b] = genflow.load(str(FIXTURE), device="cpu").generate(["a dog"], steps=1, duration_s=1.0, seed=0,
+                                                            guidance_scale=1.0)
+    assert a.shape == b.shape and _err("CTM student (lr ~0) vs official, 1 step", a, b) < 1e-4
+    with pytest.raises(ValueError, match="derivative_step 0.02 or use --objective ctm"):
+        recipe.main(TUNE + ["--out", str(tmp_path / "mf"), "--max-steps", "1", "--objective", "meanflow"])

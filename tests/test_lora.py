@@ -70,3 +70,20 @@ def test_lora_trains_adapters_only_resumes_exactly_and_releases_merged(tmp_path)
     assert torch.isfinite(clip[0]).all()
     with pytest.raises(ValueError, match="needs a model to adapt"):
         main(FAST + ["--out", str(tmp_path / "bad"), "--lora.rank", "4", "--max-steps", "1"])
+
+
+def test_lora_few_step_student_trains_checkpoints_and_releases_its_new_interval_input(tmp_path):
+    """LoRA + --objective ctm: the interval embedder the base lacks trains whole beside the adapters."""
+    main = recipe("tta").main
+    base = main(FAST + ["--out", str(tmp_path / "base"), "--max-steps", "2"])
+    args = FAST + ["--init", str(base), "--lora.rank", "2", "--objective", "ctm", "--train.save_every", "1"]
+    main(args + ["--out", str(tmp_path / "straight"), "--max-steps", "2"])
+    main(args + ["--out", str(tmp_path / "resumed"), "--max-steps", "1"])
+    ckpt = load_file(str(tmp_path / "resumed" / "checkpoints" / "checkpoint-1" / "model.safetensors"))
+    new = {k for k in ckpt if k.startswith("interval_embedder.")}
+    assert new and all("lora_" in k for k in set(ckpt) - new)  # adapters + the new input, no frozen base
+    main(args + ["--out", str(tmp_path / "resumed"), "--max-steps", "2", "--resume", "latest"])
+    a = load_file(str(tmp_path / "straight" / "release" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "release" / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) == 0.0  # resume is exact
+    assert a["interval_embedder.2.weight"].abs().max() > 0  # zero-initialised, then trained

@@ -45,8 +45,11 @@ class AudioGen(nn.Module):
 
     def forward(self, x: Tensor, sigma: Tensor, *, mask: Tensor | None = None, text: Tensor | None = None,
                 text_mask: Tensor | None = None, aligned: Tensor | None = None, drop_text: Tensor | None = None,
-                drop_aligned: Tensor | None = None) -> Tensor:
-        """Velocity v (B, T, C); dropped rows get zero text and time-aligned contexts (official CFG)."""
+                drop_aligned: Tensor | None = None, interval: Tensor | None = None) -> Tensor:
+        """Velocity v (B, T, C); dropped rows get zero text and time-aligned contexts (official CFG).
+
+        ``interval`` (B,): a few-step student's (``backbone.interval_input``) average velocity over
+        [sigma - interval, sigma], as ``DiT.forward``."""
         B, T = x.shape[:2]
         dtype = self.dummy_ta_embed.dtype
         if text is None:  # unconditional: one zero content token for every row
@@ -63,7 +66,8 @@ class AudioGen(nn.Module):
         if drop_aligned is not None:
             aligned = aligned.masked_fill(drop_aligned.bool()[:, None, None], 0.0)
         # zero contexts go through the backbone with the real masks: the released unconditional branch
-        return self.backbone(x, sigma, mask=mask, text=content, text_mask=text_mask, aligned=aligned)
+        return self.backbone(x, sigma, mask=mask, text=content, text_mask=text_mask, aligned=aligned,
+                             interval=interval)
 
     @torch.no_grad()
     def predict_frames(self, text: Tensor, text_mask: Tensor | None = None) -> Tensor:
