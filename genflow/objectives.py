@@ -25,6 +25,9 @@ logger = logging.getLogger("genflow.objectives")
 #: objective -> what its model predicts (the release's "prediction")
 PREDICTION = {"flow": "velocity", "meanflow": "average_velocity", "ctm": "average_velocity"}
 NEEDS_TEACHER = ("ctm",)
+#: the shift of the "shifted" schedule a student's release samples on, per objective (docs/fewstep.md: chosen on
+#: the demo train split; CTM's long jumps are its strength, MeanFlow's its weakness)
+SHIFT = {"meanflow": 1.0, "ctm": 0.4}
 
 
 @dataclass
@@ -33,6 +36,7 @@ class FewStepConfig:
 
     ratio: float = 0.5  # rows trained on a jump r < t; the others (r = t) on the instantaneous velocity
     grid_fraction: float = 0.5  # of the jump rows, those put on a step of a 1/2/4-step linear schedule
+    shift: float | None = None  # the release's 'shifted' schedule (1 = linear); None = the objective's (SHIFT)
     guidance_scale: float | None = None  # CFG folded into the target; None = the run's sampling guidance_scale
     adaptive_p: float = 1.0  # per-example loss weight 1 / (mse + c)^p (MeanFlow's adaptive weighting)
     adaptive_c: float = 1e-3
@@ -45,6 +49,7 @@ class FewStepConfig:
         rules = {
             "ratio": (0 <= self.ratio <= 1, "a value in [0, 1]"),
             "grid_fraction": (0 <= self.grid_fraction <= 1, "a value in [0, 1]"),
+            "shift": (self.shift is None or self.shift > 0, "a positive number (1 = the linear schedule)"),
             "guidance_scale": (self.guidance_scale is None or self.guidance_scale > 0, "a positive number"),
             "adaptive_p": (self.adaptive_p >= 0, "a number >= 0"),
             "adaptive_c": (self.adaptive_c > 0, "a positive number"),
@@ -143,15 +148,18 @@ def load_teacher(objective: str, init: str) -> torch.nn.Module | None:
 
 
 def resolve_fewstep(objective: str, fewstep: FewStepConfig, guidance_scale: float) -> FewStepConfig:
-    """The few-step settings with the folded guidance scale decided (None -> the run's sampling scale)."""
-    if PREDICTION[objective] == "velocity" or fewstep.guidance_scale is not None:
+    """The few-step settings with what None leaves open decided: the folded guidance scale (the run's sampling
+    scale) and the release's schedule shift (the objective's, ``SHIFT``)."""
+    if PREDICTION[objective] == "velocity":
         return fewstep
-    return dataclasses.replace(fewstep, guidance_scale=guidance_scale)
+    return dataclasses.replace(fewstep, guidance_scale=fewstep.guidance_scale or guidance_scale,
+                               shift=fewstep.shift or SHIFT[objective])
 
 
-def release_sampling(objective: str, sampling: dict) -> dict:
-    """The sampling settings a release of ``objective`` ships: guidance already folded in, 2 linear jumps."""
+def release_sampling(objective: str, sampling: dict, fewstep: FewStepConfig) -> dict:
+    """The sampling settings a release of ``objective`` ships: guidance already folded in, 2 jumps on the
+    "shifted" schedule of ``fewstep.shift``."""
     if PREDICTION[objective] == "velocity":
         return sampling
-    return {**sampling, "guidance_scale": 1.0, "guidance_rescale": 0.0, "steps": 2, "schedule": "linear",
-            "solver": "euler"}
+    return {**sampling, "guidance_scale": 1.0, "guidance_rescale": 0.0, "steps": 2, "schedule": "shifted",
+            "shift": fewstep.shift, "solver": "euler"}

@@ -277,7 +277,8 @@ def run_training(cfg: RunConfig, conditioner: Conditioner, model: torch.nn.Modul
         rank=state.process_index, max_frames=cfg.train.max_batch_frames or None)
     collate_fn = None if sampler is None else collate  # a stream yields collated batches
     release = {"codec": cfg.codec, "text_encoder": cfg.text_encoder or None, "prompt_template": cfg.prompt_template,
-               "sampling": release_sampling(objective, cfg.sampling.to_dict()), "prediction": PREDICTION[objective],
+               "sampling": release_sampling(objective, cfg.sampling.to_dict(), fewstep),
+               "prediction": PREDICTION[objective],
                "source": dataclasses.asdict(cfg.train.source),
                "trained_seconds": [cfg.data.min_seconds, cfg.data.max_seconds]}
     return train(cfg.train, model, dataset, sampler, collate_fn, conditioner.with_keys(keys), release=release,

@@ -403,7 +403,7 @@ def test_ctm_distils_the_official_generator_into_a_one_step_student(vec, monkeyp
     assert config["model_type"] == "genflow-audiogen" and config["backbone"]["interval_input"]
     assert meta["prediction"] == "average_velocity" and meta["sampling"]["guidance_scale"] == 1.0
     assert meta["sampling"]["duration_s"] is None  # the official duration predictor still sets the length
-    assert meta["sampling"]["steps"] == 2
+    assert (meta["sampling"]["schedule"], meta["sampling"]["shift"], meta["sampling"]["steps"]) == ("shifted", 0.4, 2)
     [a] = genflow.load(str(student), device="cpu").generate(["a dog"], steps=1, duration_s=1.0, seed=0)
     [b] = genflow.load(str(FIXTURE), device="cpu").generate(["a dog"], steps=1, duration_s=1.0, seed=0,
                                                             guidance_scale=1.0)

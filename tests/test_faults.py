@@ -379,6 +379,7 @@ def test_sample_arguments_are_checked_before_loading(tmp_path, capsys, monkeypat
     (["--resume", "runs/nowhere/checkpoint-9"], "neither 'latest' nor a checkpoint folder"),
     (["--train.fewstep.derivative_step", "-0.02"], "train.fewstep.derivative_step=-0.02: expected 0 (the exact JVP)"),
     (["--train.fewstep.ratio", "1.5"], "train.fewstep.ratio=1.5: expected a value in [0, 1]"),
+    (["--train.fewstep.shift", "0"], "train.fewstep.shift=0.0: expected a positive number"),
 ])
 def test_train_arguments_are_checked_before_loading(tmp_path, capsys, monkeypatch, flags, says):
     import genflow.recipe

@@ -19,7 +19,7 @@ RUN = FAST + ["--train.sample_every", "0"]
 def test_meanflow_resumes_bit_identical_and_releases_an_average_velocity_model(tmp_path):
     main = recipe("tta").main
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    mf = ["--objective", "meanflow", "--train.fewstep.ratio", "1.0"]  # every row jumps: the JVP runs each step
+    mf = ["--objective", "meanflow", "--train.fewstep.ratio", "1.0", "--train.fewstep.shift", "0.5"]  # JVP every step
     main(RUN + mf + ["--out", str(straight), "--train.save_every", "100"])
     main(RUN + mf + ["--out", str(resumed), "--max-steps", "2"])
     main(RUN + mf + ["--out", str(resumed), "--resume", "latest"])
@@ -29,6 +29,8 @@ def test_meanflow_resumes_bit_identical_and_releases_an_average_velocity_model(t
     meta = json.loads((resumed / "release" / "pipeline.json").read_text())
     assert meta["prediction"] == "average_velocity"
     assert meta["sampling"]["guidance_scale"] == 1.0  # folded into the model while training
+    # the few-step schedule it was given
+    assert (meta["sampling"]["schedule"], meta["sampling"]["shift"], meta["sampling"]["steps"]) == ("shifted", 0.5, 2)
     cfg = json.loads((resumed / "config.json").read_text())
     assert cfg["model"]["interval_input"] and cfg["train"]["fewstep"]["guidance_scale"] == 3.0
 
@@ -61,6 +63,7 @@ def test_se_meanflow_from_a_release_enhances_in_one_step(tmp_path):
     # the student starts where its teacher does: --init brings the release's flow source with it
     meta = json.loads((student / "pipeline.json").read_text())
     assert meta["source"] == {"kind": "aligned", "std": 0.1} and meta["prediction"] == "average_velocity"
+    assert (meta["sampling"]["schedule"], meta["sampling"]["shift"]) == ("shifted", 1.0)  # MeanFlow's own: linear
     assert genflow.load(student, device="cpu").source.kind == "aligned"
     noisy = tmp_path / "in.wav"
     sf.write(noisy, torch.randn(8000).mul(0.1).numpy(), 16000)
