@@ -26,12 +26,16 @@ FIXTURE = ROOT / "tests" / "fixtures" / "dasheng-tiny-a"
 FAST = ["--preset", "tiny", "--train.lr_schedule", "constant", "--train.log_with", "none", "--train.sample_every", "0"]
 
 
-def recipe():
+def script():
     spec = importlib.util.spec_from_file_location("recipe_codec", ROOT / "recipes" / "codec" / "train.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # the script defines dataclasses, which look their module up
     spec.loader.exec_module(module)
-    return module.main
+    return module
+
+
+def recipe():
+    return script().main
 
 
 def test_mel_decoder_trains_resumes_exactly_and_releases_a_codec(tmp_path):
@@ -61,6 +65,23 @@ def test_mel_decoder_trains_resumes_exactly_and_releases_a_codec(tmp_path):
     assert torch.equal(latent, load_codec("mel").encode(x))  # the latents of "mel", unchanged
     wav = codec.decode(latent)
     assert wav.shape == (1, 16000) and torch.isfinite(wav).all()
+
+
+def test_codec_batches_keep_to_the_frame_budget(tmp_path, monkeypatch):
+    """--train.max_batch_frames reaches the codec's batch sampler, as it does the DiT's."""
+    from genflow.data import LengthBucketSampler
+
+    budgets = []
+
+    class Spy(LengthBucketSampler):
+        def __init__(self, *args, max_frames=None, **kwargs):
+            budgets.append(max_frames)
+            super().__init__(*args, max_frames=max_frames, **kwargs)
+
+    module = script()
+    monkeypatch.setattr(module, "LengthBucketSampler", Spy)
+    module.main(FAST + ["--out", str(tmp_path / "run"), "--max-steps", "1", "--train.max_batch_frames", "60"])
+    assert budgets == [60]
 
 
 def test_official_decoder_keys_load_strictly_into_the_trainable_decoder(tmp_path):

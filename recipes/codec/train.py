@@ -109,6 +109,7 @@ PRESETS = {
 def main(argv: list[str] | None = None) -> Path:
     """Parse flags, build the trainable codec and the clips, run the GAN loop; returns the release folder."""
     cfg, args = parse_config(PRESETS, "mel-demo", argv, __doc__, extra=[RESUME_FLAG], aliases=ALIASES)
+    state = process_state(cfg.train.process_group_timeout_s)  # first: it creates the process group
     configure_logging()
     rows = load_rows(cfg.data.train, (cfg.data.audio_key,), cfg.data, out=cfg.train.out)  # before any weights load
     rows = [{"id": r["id"], "audio": r[cfg.data.audio_key]} for r in rows]
@@ -121,9 +122,9 @@ def main(argv: list[str] | None = None) -> Path:
     frames = max(1, round(cfg.data.max_seconds * codec.frame_rate))
     dataset = TextAudioDataset(rows, codec_sample_rate=codec.output_sample_rate, hop_length=codec.output_hop_length,
                                max_frames=frames, seed=cfg.train.seed)  # targets at the decoder's rate
-    state = process_state()
     sampler = LengthBucketSampler(dataset.lengths, cfg.train.batch_size, seed=cfg.train.seed,
-                                  num_replicas=state.num_processes, rank=state.process_index)
+                                  num_replicas=state.num_processes, rank=state.process_index,
+                                  max_frames=cfg.train.max_batch_frames or None)
     preview = {Path(p).stem: load_audio(p, codec.sample_rate)[0] for p in cfg.preview}
     return train(cfg.train, cfg.gan, codec, frozen, dataset, sampler, collate, run_config=config_to_dict(cfg),
                  preview=preview, resume_from=args.resume)
