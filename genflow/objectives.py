@@ -28,6 +28,8 @@ NEEDS_TEACHER = ("ctm",)
 #: the shift of the "shifted" schedule a student's release samples on, per objective (docs/fewstep.md: chosen on
 #: the demo train split; CTM's long jumps are its strength, MeanFlow's its weakness)
 SHIFT = {"meanflow": 1.0, "ctm": 0.4}
+#: the module a student adds to its flow model (zero-initialised; under LoRA it trains whole beside the adapters)
+INTERVAL_MODULE = "interval_embedder."
 
 
 @dataclass
@@ -126,12 +128,17 @@ def student_model(model: torch.nn.Module, objective: str, fewstep: FewStepConfig
     student = type(model)(dataclasses.replace(config, backbone=dit) if wrapped else dit)
     own, given = student.state_dict(), model.state_dict()
     missing, unexpected = sorted(set(own) - set(given)), sorted(set(given) - set(own))
-    if unexpected or any(not k.removeprefix("backbone.").startswith("interval_embedder.") for k in missing):
+    if unexpected or any(not k.removeprefix("backbone.").startswith(INTERVAL_MODULE) for k in missing):
         raise ValueError(f"adding the interval input changed more than its embedder: missing {missing}, "
                          f"unexpected {unexpected}")
     student.load_state_dict({**own, **given}, strict=True)  # the new embedder keeps its zero initialisation
     logger.info("added a zero-initialised interval input for --train.objective %s", objective)
     return student
+
+
+def new_modules(objective: str) -> tuple[str, ...]:
+    """Name fragments of the modules ``student_model`` adds for ``objective`` (none for a flow objective)."""
+    return () if PREDICTION[objective] == "velocity" else (INTERVAL_MODULE,)
 
 
 def load_teacher(objective: str, init: str) -> torch.nn.Module | None:

@@ -45,6 +45,7 @@ from genflow.objectives import (
     PREDICTION,
     check_objective,
     load_teacher,
+    new_modules,
     release_sampling,
     resolve_fewstep,
     student_model,
@@ -215,8 +216,7 @@ def setup(cfg: RunConfig, *, aligned: bool) -> tuple[RunConfig, Conditioner, tor
     if cfg.init:
         if cfg.lora.rank:
             set_seed(cfg.train.seed)  # the same adapter initialisation on every process and in every rerun
-            new = ("interval_embedder.",) if PREDICTION[cfg.train.objective] == "average_velocity" else ()
-            model = add_lora(model, cfg.lora, full=new)  # a student's new interval input trains whole
+            model = add_lora(model, cfg.lora, full=new_modules(cfg.train.objective))  # they train whole
             logger.info("LoRA rank %d on %s: %.2f M trainable parameters", cfg.lora.rank, cfg.lora.targets,
                         sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
         return cfg, conditioner, model
